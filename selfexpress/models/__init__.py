@@ -1,0 +1,1 @@
+"""Self-expressive clustering methods, one file each."""

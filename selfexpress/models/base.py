@@ -1,0 +1,104 @@
+"""The shared spine of every self-expressive clustering estimator.
+
+data X -> coefficients C (scipy.sparse CSR, row i codes x_i: x_i ~ sum_j C[i, j] x_j, C[i, i] = 0)
+       -> affinity graph (selfexpress.graph) -> spectral clustering (selfexpress.cluster) -> labels_.
+
+A method subclasses :class:`SelfExpressiveClustering` and implements ``_fit_coef(X)`` only.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClusterMixin
+
+from .._validation import check_data, check_n_clusters, check_positive, check_random_state_int
+
+__all__ = ["SelfExpressiveClustering", "normalize_rows"]
+
+
+def normalize_rows(X, eps=1e-12):
+    """Scale every row of ``X`` to unit Euclidean norm (float32)."""
+    X = np.asarray(X, dtype=np.float32)
+    return X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), eps)
+
+
+class SelfExpressiveClustering(ClusterMixin, BaseEstimator):
+    """Base class: coefficients -> affinity -> spectral clustering.
+
+    Parameters shared by all subclasses (they list them in their own ``__init__``):
+
+    n_clusters : int
+    affinity : {"symmetric", "knn"}
+        "symmetric": A = (|C_n| + |C_n|^T) / 2 with C_n the row-l2-normalised C;
+        "knn": symmetrised ``n_neighbors``-NN connectivity graph over the rows of C_n
+        (the reference code's setting for MNIST / Fashion-MNIST).
+    n_neighbors : int, used by ``affinity="knn"``.
+    n_components : int or None, number of eigenvectors (None: n_clusters).
+    n_init : int, k-means restarts on the spectral embedding.
+    normalize : bool, scale each input point to unit l2 norm first (the papers do).
+    random_state : int or None.
+
+    Fitted attributes: ``coef_`` (CSR, n x n), ``affinity_`` (CSR), ``labels_``,
+    ``timings_`` (seconds per stage), ``n_features_in_``.
+    """
+
+    def _fit_coef(self, X):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _check_common(self, X):
+        X = check_data(X, name="X", min_samples=2)
+        check_n_clusters(self.n_clusters, X.shape[0])
+        if self.affinity not in ("symmetric", "knn"):
+            raise ValueError(f"affinity must be 'symmetric' or 'knn', got {self.affinity!r}")
+        if self.affinity == "knn":
+            k = check_positive(self.n_neighbors, "n_neighbors", integer=True)
+            if k >= X.shape[0]:
+                raise ValueError(f"n_neighbors={k} must be smaller than the number of samples ({X.shape[0]})")
+        if self.n_components is not None:
+            check_positive(self.n_components, "n_components", integer=True)
+        check_positive(self.n_init, "n_init", integer=True)
+        check_random_state_int(self.random_state)
+        return normalize_rows(X) if getattr(self, "normalize", True) else X
+
+    def fit_coef(self, X):
+        """Compute only the self-expressive coefficients ``coef_`` (no clustering)."""
+        X = self._check_common(X)
+        self.n_features_in_ = X.shape[1]
+        self.timings_ = {}
+        t0 = time.perf_counter()
+        self.coef_ = self._fit_coef(X).tocsr()
+        self.timings_["coef"] = time.perf_counter() - t0
+        return self
+
+    def fit(self, X, y=None):
+        """Compute coefficients, the affinity graph and the cluster labels of ``X``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : ignored
+
+        Returns
+        -------
+        self
+        """
+        self.fit_coef(X)
+        self._cluster_coef()
+        return self
+
+    def _cluster_coef(self):
+        from ..cluster import spectral_clustering
+        from ..graph import affinity_from_coef
+
+        t0 = time.perf_counter()
+        self.affinity_ = affinity_from_coef(self.coef_, method=self.affinity, n_neighbors=self.n_neighbors)
+        self.timings_["graph"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        self.labels_ = spectral_clustering(
+            self.affinity_, self.n_clusters, n_components=self.n_components,
+            n_init=self.n_init, random_state=check_random_state_int(self.random_state),
+        )
+        self.timings_["spectral"] = time.perf_counter() - t0
+        return self.labels_
