@@ -1,0 +1,172 @@
+"""End-to-end runs: dataset -> features -> method -> coefficients -> graph -> labels -> metrics.
+
+The CLI and the benchmarks call :func:`run`; nothing here is CLI-only.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = ["METHODS", "PRESETS", "make_estimator", "load_input", "run", "RunResult"]
+
+#: method name -> (module, class name)
+METHODS = {
+    "senet": ("selfexpress.models.senet", "SENet"),
+    "ensc": ("selfexpress.models.ensc", "ElasticNetSubspaceClustering"),
+    "ssc-omp": ("selfexpress.models.ssc_omp", "SSCOMP"),
+    "kmeans": (None, "kmeans"),
+    "spectral": (None, "spectral"),
+}
+
+#: (method, dataset family) -> default parameters, from the papers / reference code.
+PRESETS = {
+    ("ensc", "synthetic"): dict(gamma=50.0, tau=0.9),
+    ("ensc", "image"): dict(gamma=200.0, tau=0.9, gamma_nz=True, n_components=15, affinity="symmetric"),
+    ("ssc-omp", "synthetic"): dict(n_nonzero=6),
+    ("ssc-omp", "image"): dict(n_nonzero=5, thr=1e-5, n_components=15, affinity="symmetric"),
+    ("senet", "synthetic"): dict(gamma=50.0, lmbd=0.9, n_iter=500, hidden_sizes=(256, 256, 256), embed_dim=256,
+                                 affinity="symmetric"),
+    ("senet", "image"): dict(gamma=200.0, lmbd=0.9, n_components=15, affinity="knn"),
+}
+
+
+def dataset_family(name):
+    return "synthetic" if name in (None, "synthetic", "digits") or name.startswith("file:") else "image"
+
+
+@dataclass
+class RunResult:
+    labels: np.ndarray
+    metrics: dict = field(default_factory=dict)
+    timings: dict = field(default_factory=dict)
+    estimator: object = None
+    params: dict = field(default_factory=dict)
+
+
+def load_input(dataset="synthetic", input_path=None, labels_path=None, data_dir=None, cache_dir=None,
+               n_components=500, random_state=0, verbose=False):
+    """Return ``(X, y, n_clusters_hint)`` for a built-in dataset name or a user file.
+
+    ``dataset``: ``synthetic`` (5 subspaces of dim 6 in R^15, 200 points each, senet.txt §4.1),
+    ``digits`` (scikit-learn's bundled 8x8 digits, no download), or an image dataset name
+    (``mnist-full``, ``mnist-test``, ``fashion-mnist-full``, ...; scattering + PCA features, cached).
+    ``input_path``: a ``.npy``, ``.csv``, ``.txt``, ``.mat`` or idx file of points (rows); ``labels_path``
+    optionally gives ground truth for the metrics.
+    """
+    if input_path is not None:
+        from .data import load_array, load_idx, load_labels, load_mat
+
+        path = str(input_path)
+        if path.endswith(".mat"):
+            X = load_mat(path)
+        elif "idx" in path.rsplit("/", 1)[-1]:
+            X = load_idx(path).reshape(-1, int(np.prod(load_idx(path).shape[1:])) or 1)
+        else:
+            X = load_array(path)
+        y = load_labels(labels_path) if labels_path else None
+        return X, y, (len(np.unique(y)) if y is not None else None)
+    if dataset == "synthetic":
+        from .data import make_union_of_subspaces
+
+        X, y, _ = make_union_of_subspaces(5, 6, 15, 200, random_state=random_state)
+        return X, y, 5
+    if dataset == "digits":
+        from sklearn.datasets import load_digits
+
+        d = load_digits()
+        return d.data.astype(np.float32), d.target, 10
+    from .features import dataset_features
+
+    X, y = dataset_features(dataset, data_dir=data_dir, n_components=n_components, cache_dir=cache_dir,
+                            verbose=verbose)
+    return X, y, len(np.unique(y))
+
+
+def make_estimator(method, n_clusters, dataset="synthetic", random_state=0, verbose=False, **overrides):
+    """Build the estimator for ``method`` with the dataset family's preset, then ``overrides``."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {sorted(METHODS)}")
+    params = dict(PRESETS.get((method, dataset_family(dataset)), {}))
+    params.update({k: v for k, v in overrides.items() if v is not None})
+    module, cls = METHODS[method]
+    if module is None:
+        return _SimpleBaseline(method, n_clusters, random_state, params), params
+    import importlib
+
+    est_cls = getattr(importlib.import_module(module), cls)
+    accepted = est_cls().get_params() if _no_required_args(est_cls) else None
+    if accepted is not None:
+        unknown = sorted(set(params) - set(accepted))
+        if unknown:
+            raise ValueError(f"method {method!r} does not take parameter(s) {unknown}")
+    base = dict(n_clusters=n_clusters, random_state=random_state)
+    if accepted is None or "verbose" in accepted:
+        base["verbose"] = verbose
+    return est_cls(**base, **params), params
+
+
+def _no_required_args(cls):
+    import inspect
+
+    sig = inspect.signature(cls.__init__)
+    return all(p.default is not inspect.Parameter.empty for n, p in sig.parameters.items()
+               if n != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD))
+
+
+class _SimpleBaseline:
+    """k-means on the features, or spectral clustering of a symmetrised k-NN graph (Table 3 baselines)."""
+
+    def __init__(self, kind, n_clusters, random_state, params):
+        self.kind, self.n_clusters, self.random_state, self.params = kind, n_clusters, random_state, params
+        self.timings_ = {}
+
+    def fit(self, X):
+        from ._validation import check_data, check_n_clusters
+
+        X = check_data(X)
+        check_n_clusters(self.n_clusters, X.shape[0])
+        t0 = time.perf_counter()
+        if self.kind == "kmeans":
+            from sklearn.cluster import KMeans
+
+            self.labels_ = KMeans(self.n_clusters, n_init=self.params.get("n_init", 10),
+                                  random_state=self.random_state).fit_predict(X)
+        else:
+            from sklearn.neighbors import kneighbors_graph
+
+            from .cluster import spectral_clustering
+
+            k = self.params.get("n_neighbors", 10)
+            G = kneighbors_graph(X, k, mode="connectivity", include_self=False)
+            self.affinity_ = (0.5 * (G + G.T)).tocsr()
+            self.labels_ = spectral_clustering(self.affinity_, self.n_clusters, random_state=self.random_state)
+        self.timings_["cluster"] = time.perf_counter() - t0
+        return self
+
+
+def run(dataset="synthetic", method="senet", n_clusters=None, input_path=None, labels_path=None, data_dir=None,
+        cache_dir=None, random_state=0, verbose=False, **params):
+    """Run one method end to end; returns a :class:`RunResult` with labels, metrics and stage times."""
+    from .metrics import evaluate
+
+    timings = {}
+    t0 = time.perf_counter()
+    X, y, k_hint = load_input(dataset, input_path, labels_path, data_dir, cache_dir,
+                              random_state=random_state, verbose=verbose)
+    timings["load+features"] = time.perf_counter() - t0
+    n_clusters = n_clusters or k_hint
+    if n_clusters is None:
+        raise ValueError("n_clusters is required when the input has no labels")
+    est, used = make_estimator(method, n_clusters, dataset if input_path is None else "file:", random_state,
+                               verbose, **params)
+    t0 = time.perf_counter()
+    est.fit(X)
+    timings["fit"] = time.perf_counter() - t0
+    timings.update({f"fit.{k}": v for k, v in getattr(est, "timings_", {}).items()})
+    metrics = {}
+    if y is not None:
+        metrics = evaluate(y, est.labels_)
+    return RunResult(labels=np.asarray(est.labels_), metrics=metrics, timings=timings, estimator=est, params=used)
