@@ -1,0 +1,1 @@
+from .synthetic import make_union_of_subspaces
