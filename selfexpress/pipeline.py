@@ -168,5 +168,6 @@ def run(dataset="synthetic", method="senet", n_clusters=None, input_path=None, l
     timings.update({f"fit.{k}": v for k, v in getattr(est, "timings_", {}).items()})
     metrics = {}
     if y is not None:
-        metrics = evaluate(y, est.labels_)
+        # SRE / CONN need the coefficients; both work on sparse C.
+        metrics = evaluate(y, est.labels_, coef=getattr(est, "coef_", None))
     return RunResult(labels=np.asarray(est.labels_), metrics=metrics, timings=timings, estimator=est, params=used)
