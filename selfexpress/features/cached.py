@@ -1,0 +1,256 @@
+"""Scattering -> PCA -> unit rows, cached on disk.
+
+Cache layout (``cache_dir``: argument, else ``$SELFEXPRESS_CACHE_DIR``, else
+``~/.cache/selfexpress/features``)::
+
+    <cache_dir>/scattering/<label>.<key>.npy        (n, 3472) float32, one file per split of images
+    <cache_dir>/scattering/<label>.<key>.json       parameters, shape, seconds
+    <cache_dir>/pca/<label>.<key>.npy               (n, n_components) float32 final features
+    <cache_dir>/pca/<label>.<key>.components.npy    (n_components, 3472) float64 PCA basis
+    <cache_dir>/pca/<label>.<key>.mean.npy          mean (only with center=True)
+    <cache_dir>/pca/<label>.<key>.json              parameters, eigenvalues, timings
+
+``<key>`` is the first 24 hex digits of a sha256 over the image bytes (dtype and shape included),
+every parameter and :data:`FEATURE_VERSION`; ``<label>`` is only a readable name (lookups go by key),
+so the same images hit the same entry whatever they are called.  The scattering of a dataset is
+cached per split (train / test), so ``mnist-train``, ``mnist-test`` and ``mnist-full`` share it and
+only the (fast) PCA differs.  Every file is written atomically (temporary file + rename).
+Bump :data:`FEATURE_VERSION` when a change alters the features.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..io import atomic_save_npy, atomic_write_json
+from .pca import PCAUncentred
+from .scattering import _check_images, scattering_features, scattering_output_dim
+
+__all__ = ["FEATURE_VERSION", "default_cache_dir", "scattering_pca", "dataset_features", "image_hash"]
+
+FEATURE_VERSION = 1
+logger = logging.getLogger("selfexpress.features")
+
+
+def default_cache_dir() -> Path:
+    """``$SELFEXPRESS_CACHE_DIR`` if set, else ``~/.cache/selfexpress/features``."""
+    env = os.environ.get("SELFEXPRESS_CACHE_DIR")
+    return Path(env).expanduser() if env else Path("~/.cache/selfexpress/features").expanduser()
+
+
+def _say(msg, verbose):
+    logger.info(msg)
+    if verbose:
+        print(f"[selfexpress.features] {msg}", file=sys.stderr, flush=True)
+
+
+def image_hash(images) -> str:
+    """sha256 of an image array's bytes, dtype and shape."""
+    arr = np.ascontiguousarray(images)
+    h = hashlib.sha256()
+    h.update(f"{arr.dtype.str}|{arr.shape}|".encode())
+    h.update(memoryview(arr).cast("B"))
+    return h.hexdigest()
+
+
+def _key(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def _label(label) -> str:
+    s = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(label or "images")).strip("._") or "images"
+    return s[:80]
+
+
+def _lookup(folder: Path, key: str):
+    hits = sorted(folder.glob(f"*.{key}.npy")) if folder.is_dir() else []
+    return hits[0] if hits else None
+
+
+def _load_cached(path: Path, shape, verbose):
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        _say(f"ignoring unreadable cache file {path}: {exc}", verbose)
+        return None
+    if tuple(arr.shape) != tuple(shape):
+        _say(f"ignoring cache file {path}: shape {arr.shape}, expected {shape}", verbose)
+        return None
+    return arr
+
+
+def _features(parts, label, n_components, normalize, center, cache_dir, verbose, J, L, batch_size, shape,
+              resize, return_model):
+    """parts: list of (split label, images). Returns (Z, model_or_None, timings)."""
+    if cache_dir is False:
+        cache_dir = None
+    elif cache_dir is None:
+        cache_dir = default_cache_dir()
+    timings = {}
+    params = {"J": int(J), "L": int(L), "shape": [int(s) for s in shape], "resize": resize,
+              "normalize_maps": True, "batch_size": int(batch_size)}
+    key_params = {k: v for k, v in params.items() if k != "batch_size"}  # batching does not change results
+    n = sum(np.asarray(im).shape[0] for _, im in parts)
+    dim = scattering_output_dim(J, L, shape)
+    n_components = int(n_components)
+    if not 1 <= n_components <= dim:
+        raise ValueError(f"n_components must be in [1, {dim}], got {n_components}")
+
+    # keys of the scattering parts (cheap: one sha256 over the images) decide the PCA key up front
+    part_keys = [_key({"kind": "scattering", "images_sha256": image_hash(im), "n": int(np.asarray(im).shape[0]),
+                       **key_params, "feature_version": FEATURE_VERSION}) for _, im in parts]
+    pmeta = {"kind": "pca", "scattering_keys": part_keys, "n_components": n_components, "center": bool(center),
+             "normalize": bool(normalize), "feature_version": FEATURE_VERSION}
+    pkey = _key(pmeta)
+    pfolder = None if cache_dir is None else Path(cache_dir) / "pca"
+    if pfolder is not None:
+        hit = _lookup(pfolder, pkey)
+        if hit is not None:
+            t0 = time.perf_counter()
+            Z = _load_cached(hit, (n, n_components), verbose)
+            model = None
+            if Z is not None and return_model:
+                model = _load_model(hit, n_components, dim, bool(center), verbose)
+                if model is None:
+                    Z = None
+            if Z is not None:
+                _say(f"cache hit: features {label} ({n} x {n_components}) <- {hit}", verbose)
+                timings["features_load"] = round(time.perf_counter() - t0, 3)
+                return Z, model, timings
+
+    S_parts = []
+    for (plabel, im), k in zip(parts, part_keys):
+        S, _ = _cached_scattering_keyed(im, plabel, cache_dir, params, key_params, k, verbose, timings)
+        S_parts.append(S)
+    _say(f"PCA of {label}: {n} x {dim} -> {n_components} (center={bool(center)})", verbose)
+    t0 = time.perf_counter()
+    model = PCAUncentred(n_components=n_components, center=bool(center)).fit(S_parts)
+    Z = model.transform(S_parts)
+    if normalize:
+        norms = np.linalg.norm(Z, axis=1, keepdims=True)
+        Z /= np.where(norms > 0, norms, 1.0)
+    sec = time.perf_counter() - t0
+    timings["pca"] = round(sec, 3)
+    _say(f"PCA {label}: {sec:.1f} s", verbose)
+    if pfolder is not None:
+        base = pfolder / f"{_label(label)}.{pkey}"
+        atomic_save_npy(base.with_name(base.name + ".components.npy"), model.components_)
+        if model.mean_ is not None:
+            atomic_save_npy(base.with_name(base.name + ".mean.npy"), model.mean_)
+        atomic_write_json(base.with_name(base.name + ".json"),
+                          {**pmeta, "label": label, "parts": [p for p, _ in parts], "shape": list(Z.shape),
+                           "scattering_params": key_params, "eigenvalues": model.eigenvalues_,
+                           "timings": timings})
+        atomic_save_npy(base.with_name(base.name + ".npy"), Z)  # last: its presence marks a complete entry
+    return Z, (model if return_model else None), timings
+
+
+def _cached_scattering_keyed(images, label, cache_dir, params, key_params, key, verbose, timings):
+    n = np.asarray(images).shape[0]
+    dim = scattering_output_dim(params["J"], params["L"], tuple(params["shape"]))
+    folder = None if cache_dir is None else Path(cache_dir) / "scattering"
+    if folder is not None:
+        hit = _lookup(folder, key)
+        if hit is not None:
+            t0 = time.perf_counter()
+            arr = _load_cached(hit, (n, dim), verbose)
+            if arr is not None:
+                _say(f"cache hit: scattering {label} ({n} images) <- {hit}", verbose)
+                timings[f"scattering_load:{label}"] = round(time.perf_counter() - t0, 3)
+                return arr, key
+    _say(f"computing scattering of {label} ({n} images)", verbose)
+    t0 = time.perf_counter()
+    S = scattering_features(images, J=params["J"], L=params["L"], batch_size=params["batch_size"],
+                            verbose=verbose, shape=tuple(params["shape"]), resize=params["resize"])
+    sec = time.perf_counter() - t0
+    timings[f"scattering:{label}"] = round(sec, 3)
+    _say(f"scattering {label}: {sec:.1f} s", verbose)
+    if folder is not None:
+        base = folder / f"{_label(label)}.{key}"
+        atomic_write_json(base.with_name(base.name + ".json"),
+                          {"kind": "scattering", "label": label, "n": n, **key_params,
+                           "feature_version": FEATURE_VERSION, "shape": list(S.shape), "seconds": round(sec, 3)})
+        atomic_save_npy(base.with_name(base.name + ".npy"), S)
+    return S, key
+
+
+def _load_model(hit: Path, k, d, center, verbose):
+    stem = hit.name[: -len(".npy")]
+    comp = _load_cached(hit.with_name(stem + ".components.npy"), (k, d), verbose) \
+        if hit.with_name(stem + ".components.npy").exists() else None
+    if comp is None:
+        return None
+    model = PCAUncentred(n_components=k, center=center)
+    model.components_ = comp
+    model.mean_ = None
+    if center:
+        mp = hit.with_name(stem + ".mean.npy")
+        model.mean_ = _load_cached(mp, (d,), verbose) if mp.exists() else None
+        if model.mean_ is None:
+            return None
+    try:
+        meta = json.loads(hit.with_name(stem + ".json").read_text("utf-8"))
+        model.eigenvalues_ = np.asarray(meta["eigenvalues"], dtype=np.float64)
+        model.n_samples_seen_ = int(meta["shape"][0])
+    except (OSError, ValueError, KeyError):
+        model.eigenvalues_ = None
+    model.n_features_in_ = d
+    return model
+
+
+def scattering_pca(images, n_components=500, normalize=True, center=False, cache_dir=None, cache_key=None,
+                   verbose=True, *, J=3, L=8, batch_size=1000, shape=(32, 32), resize="bilinear",
+                   return_model=False):
+    """Scattering features -> PCA to ``n_components`` -> unit-l2 rows (``normalize``), cached on disk.
+
+    ``images``: ``(n, H, W)`` uint8 or float in [0, 1] (see :func:`scattering_features`).
+    ``center``: remove the mean before PCA (default: uncentred, as in the reference).
+    ``cache_dir``: folder of the cache (default ``$SELFEXPRESS_CACHE_DIR`` or
+    ``~/.cache/selfexpress/features``); ``False`` disables caching.  ``cache_key``: a readable label
+    for the cache files (lookups use a hash of the images and parameters, never the label alone).
+    Returns ``(n, n_components)`` float32, or ``(Z, model)`` with ``return_model`` (a fitted
+    :class:`PCAUncentred` to project scattering features of new images).
+    """
+    arr = _check_images(images)
+    Z, model, _ = _features([(cache_key or "images", arr)], cache_key or "images", n_components, normalize, center,
+                            cache_dir, verbose, J, L, batch_size, shape, resize, return_model)
+    return (Z, model) if return_model else Z
+
+
+_SPLIT_SUFFIX = re.compile(r"-(full|train|test)$")
+
+
+def dataset_features(name, data_dir=None, n_components=500, cache_dir=None, verbose=True, *, center=None,
+                     normalize=True, download=False, return_timings=False):
+    """``(X, labels)``: scattering + PCA features of a named image dataset (see ``load_dataset``).
+
+    The scattering is computed (and cached) once per official split, so ``mnist-train``,
+    ``mnist-test`` and ``mnist-full`` share it; the PCA is fitted on (and cached for) the requested
+    combination.  ``center`` defaults to ``True`` for EMNIST datasets (SENet's setting) and
+    ``False`` otherwise.  With ``return_timings`` returns ``(X, labels, timings)`` (seconds per stage;
+    ``scattering_load:*`` / ``features_load`` mark cache hits).
+    """
+    from ..data.datasets import load_dataset
+
+    ds = load_dataset(name, data_dir=data_dir, download=download, verbose=verbose)
+    if ds.images is None or ds.images.ndim != 3:
+        raise ValueError(f"dataset {name!r} is not grey-scale images (shape "
+                         f"{None if ds.images is None else ds.images.shape}); scattering features need (n, H, W) "
+                         "grey-scale images. Use its raw data (load_dataset(...).data) instead")
+    if center is None:
+        center = name.startswith("emnist")
+    base = _SPLIT_SUFFIX.sub("", name)
+    parts = [(f"{base}-{part}" if part in ("train", "test") else name, ds.images[a:b])
+             for part, (a, b) in ds.splits.items()]
+    Z, _, timings = _features(parts, name, n_components, normalize, center, cache_dir, verbose, 3, 8, 1000,
+                              (32, 32), "bilinear", False)
+    return (Z, ds.labels, timings) if return_timings else (Z, ds.labels)
