@@ -106,8 +106,9 @@ def _features(parts, label, n_components, normalize, center, cache_dir, verbose,
         raise ValueError(f"n_components must be in [1, {dim}], got {n_components}")
 
     # keys of the scattering parts (cheap: one sha256 over the images) decide the PCA key up front
-    part_keys = [_key({"kind": "scattering", "images_sha256": image_hash(im), "n": int(np.asarray(im).shape[0]),
-                       **key_params, "feature_version": FEATURE_VERSION}) for _, im in parts]
+    part_hashes = [image_hash(im) for _, im in parts]
+    part_keys = [_key({"kind": "scattering", "images_sha256": h, "n": int(np.asarray(im).shape[0]),
+                       **key_params, "feature_version": FEATURE_VERSION}) for h, (_, im) in zip(part_hashes, parts)]
     pmeta = {"kind": "pca", "scattering_keys": part_keys, "n_components": n_components, "center": bool(center),
              "normalize": bool(normalize), "feature_version": FEATURE_VERSION}
     pkey = _key(pmeta)
@@ -128,8 +129,8 @@ def _features(parts, label, n_components, normalize, center, cache_dir, verbose,
                 return Z, model, timings
 
     S_parts = []
-    for (plabel, im), k in zip(parts, part_keys):
-        S, _ = _cached_scattering_keyed(im, plabel, cache_dir, params, key_params, k, verbose, timings)
+    for (plabel, im), k, h in zip(parts, part_keys, part_hashes):
+        S, _ = _cached_scattering(im, plabel, cache_dir, params, key_params, k, h, verbose, timings)
         S_parts.append(S)
     _say(f"PCA of {label}: {n} x {dim} -> {n_components} (center={bool(center)})", verbose)
     t0 = time.perf_counter()
@@ -154,7 +155,8 @@ def _features(parts, label, n_components, normalize, center, cache_dir, verbose,
     return Z, (model if return_model else None), timings
 
 
-def _cached_scattering_keyed(images, label, cache_dir, params, key_params, key, verbose, timings):
+def _cached_scattering(images, label, cache_dir, params, key_params, key, img_hash, verbose, timings):
+    """Scattering of one split: from the cache if present, else computed and stored."""
     n = np.asarray(images).shape[0]
     dim = scattering_output_dim(params["J"], params["L"], tuple(params["shape"]))
     folder = None if cache_dir is None else Path(cache_dir) / "scattering"
@@ -177,7 +179,7 @@ def _cached_scattering_keyed(images, label, cache_dir, params, key_params, key, 
     if folder is not None:
         base = folder / f"{_label(label)}.{key}"
         atomic_write_json(base.with_name(base.name + ".json"),
-                          {"kind": "scattering", "label": label, "n": n, **key_params,
+                          {"kind": "scattering", "label": label, "images_sha256": img_hash, "n": n, **key_params,
                            "feature_version": FEATURE_VERSION, "shape": list(S.shape), "seconds": round(sec, 3)})
         atomic_save_npy(base.with_name(base.name + ".npy"), S)
     return S, key
@@ -209,17 +211,19 @@ def _load_model(hit: Path, k, d, center, verbose):
 
 def scattering_pca(images, n_components=500, normalize=True, center=False, cache_dir=None, cache_key=None,
                    verbose=True, *, J=3, L=8, batch_size=1000, shape=(32, 32), resize="bilinear",
-                   return_model=False):
+                   return_model=False, key=None):
     """Scattering features -> PCA to ``n_components`` -> unit-l2 rows (``normalize``), cached on disk.
 
     ``images``: ``(n, H, W)`` uint8 or float in [0, 1] (see :func:`scattering_features`).
     ``center``: remove the mean before PCA (default: uncentred, as in the reference).
     ``cache_dir``: folder of the cache (default ``$SELFEXPRESS_CACHE_DIR`` or
     ``~/.cache/selfexpress/features``); ``False`` disables caching.  ``cache_key``: a readable label
-    for the cache files (lookups use a hash of the images and parameters, never the label alone).
+    for the cache files (lookups use a hash of the images and parameters, never the label alone);
+    ``key`` is an alias of ``cache_key``.
     Returns ``(n, n_components)`` float32, or ``(Z, model)`` with ``return_model`` (a fitted
     :class:`PCAUncentred` to project scattering features of new images).
     """
+    cache_key = cache_key if cache_key is not None else key
     arr = _check_images(images)
     Z, model, _ = _features([(cache_key or "images", arr)], cache_key or "images", n_components, normalize, center,
                             cache_dir, verbose, J, L, batch_size, shape, resize, return_model)
