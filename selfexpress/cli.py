@@ -149,7 +149,6 @@ def _cmd_datasets(_args):
     from .data import list_datasets
 
     print("synthetic  (5 subspaces of dim 6 in R^15, 200 points each; no files)")
-    print("digits     (scikit-learn's bundled 8x8 digits; no files)")
     for name in list_datasets():
         print(name)
     return 0

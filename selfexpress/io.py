@@ -52,12 +52,20 @@ def atomic_write_json(path, obj, indent=2):
 
 
 def atomic_save_npy(path, array):
-    """Save a numpy array (no pickled objects) atomically."""
-    import io
-
-    buf = io.BytesIO()
-    np.save(buf, np.asarray(array), allow_pickle=False)
-    atomic_write_bytes(path, buf.getvalue())
+    """Save a numpy array (no pickled objects) atomically, streaming it to a temporary file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.save(fh, np.asarray(array), allow_pickle=False)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
 
 
 def save_model_file(path, tensors: dict, config: dict, kind: str):

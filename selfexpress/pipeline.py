@@ -63,7 +63,8 @@ def load_input(dataset="synthetic", input_path=None, labels_path=None, data_dir=
         if path.endswith(".mat"):
             X = load_mat(path)
         elif "idx" in path.rsplit("/", 1)[-1]:
-            X = load_idx(path).reshape(-1, int(np.prod(load_idx(path).shape[1:])) or 1)
+            arr = load_idx(path)
+            X = arr.reshape(len(arr), -1)
         else:
             X = load_array(path)
         y = load_labels(labels_path) if labels_path else None
