@@ -1,0 +1,614 @@
+"""SENet: the self-expressive network of Zhang, You, Vidal & Li (CVPR 2021, ``senet.txt``).
+
+A network ``f(x_i, x_j) = alpha * T_b(q(x_i) . k(x_j))`` outputs the coefficient with which dictionary
+atom ``x_j`` helps reconstruct ``x_i`` (row convention of the library: row i of ``C`` codes ``x_i``). Its
+parameter count does not depend on N, and it gives coefficients for points it never saw.
+
+* ``q``, ``k``: separate (unshared) MLPs ``Linear+ReLU`` x len(hidden_sizes), then ``Linear`` + ``tanh``
+  (Kaiming-uniform hidden weights, Xavier-uniform output weights, zero biases -- the reference init);
+* ``T_b(u) = sign(u) max(|u| - b, 0)`` with one learnable scalar ``b`` (init 0), applied *before* the
+  scaling ``alpha = 1 / embed_dim`` (so ``|c_ij| <= 1``);
+* ``c_ii`` is excluded by masking the entries whose global query index equals the global dictionary index
+  inside every block (not by subtracting it afterwards), which is also right for out-of-sample queries.
+
+Training minimises eq. (10)/(11) with the reference scaling, per mini-batch B of queries::
+
+    [ (gamma/2) sum_{i in B} ||x_i - sum_{j != i} c_ij x_j||^2 + sum_{i in B, j != i} r(c_ij) ] / |B|,
+    r(c) = lmbd |c| + (1 - lmbd)/2 c^2,
+
+with the whole training set as dictionary, by Adam + per-epoch cosine annealing + global gradient clipping
+(:mod:`selfexpress.train`). ``algorithm="sgd"`` is Alg. 1 (keys of all N atoms computed with grad, in column
+blocks, one backward); ``algorithm="two_pass"`` is Alg. 2 (pass 1 without grad gives the residual
+``q_i = gamma (x_i - rec_i)``; pass 2 recomputes the keys of one column block at a time with grad and
+back-propagates the surrogate ``sum_ij (r'(c_ij) - <x_j, q_i>) c_ij / |B|`` of eq. (12) block by block), whose
+memory does not grow with N. Both give the same loss and gradients (tested in float64).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from torch import nn
+
+from .._validation import (check_data, check_fraction, check_is_fitted, check_n_features, check_positive,
+                           check_random_state_int)
+from .base import SelfExpressiveClustering, normalize_rows
+
+__all__ = ["SENet", "SENetModule", "senet_loss_sgd", "senet_backward_two_pass", "elastic_net_penalty"]
+
+MODEL_KIND = "senet"
+
+
+# ----------------------------------------------------------------------------------------------- network
+def _mlp(in_dim, hidden_sizes, out_dim):
+    layers, d = [], in_dim
+    for h in hidden_sizes:
+        lin = nn.Linear(d, h)
+        nn.init.kaiming_uniform_(lin.weight, nonlinearity="relu")
+        nn.init.zeros_(lin.bias)
+        layers += [lin, nn.ReLU()]
+        d = h
+    out = nn.Linear(d, out_dim)
+    nn.init.xavier_uniform_(out.weight)
+    nn.init.zeros_(out.bias)
+    layers += [out, nn.Tanh()]  # nn.Tanh is not in-place (the reference's tanh_ is)
+    return nn.Sequential(*layers)
+
+
+class SENetModule(nn.Module):
+    """Query net, key net and the soft threshold ``b`` of SENet (senet.txt eq. (6)-(9)).
+
+    ``coef(q, k)`` maps query embeddings (m, p) and key embeddings (n, p) to the (m, n) coefficients
+    ``alpha * T_b(q k^T)``, ``alpha = 1 / embed_dim``.
+    """
+
+    def __init__(self, in_dim, hidden_sizes=(1024, 1024, 1024), embed_dim=1024):
+        super().__init__()
+        self.query = _mlp(in_dim, hidden_sizes, embed_dim)
+        self.key = _mlp(in_dim, hidden_sizes, embed_dim)
+        self.threshold = nn.Parameter(torch.zeros(1))
+        self.alpha = 1.0 / embed_dim
+
+    def coef(self, q, k):
+        u = q @ k.T
+        return self.alpha * (torch.sign(u) * torch.relu(u.abs() - self.threshold))
+
+
+def elastic_net_penalty(c, lmbd):
+    """``sum r(c) = sum lmbd |c| + (1 - lmbd)/2 c^2`` (eq. (5))."""
+    return lmbd * c.abs().sum() + 0.5 * (1.0 - lmbd) * (c * c).sum()
+
+
+def _mask_self(c, rows_global, col_offset):
+    """Zero ``c[r, j]`` where ``rows_global[r] == col_offset + j`` (out of place; -1 = no self)."""
+    if rows_global is None:
+        return c
+    cols = torch.arange(col_offset, col_offset + c.shape[1], device=c.device)
+    return c.masked_fill(rows_global[:, None] == cols[None, :], 0.0)
+
+
+def senet_loss_sgd(module, X, idx, gamma, lmbd, block_size):
+    """Alg. 1: the loss of the queries ``X[idx]`` against the full dictionary ``X`` with one autograd graph.
+
+    Keys of all N atoms are computed with grad in column blocks of ``block_size`` (memory grows with N).
+    Returns ``(loss, rec, reg)``: ``loss = (gamma/2 * rec + reg) / m`` is attached to the graph,
+    ``rec = sum_i ||x_i - sum_j c_ij x_j||^2`` and ``reg = sum_ij r(c_ij)`` are detached sums over the batch.
+    """
+    xb = X[idx]
+    m = xb.shape[0]
+    q = module.query(xb)
+    rec = torch.zeros_like(xb)
+    reg = xb.new_zeros(())
+    for c0 in range(0, X.shape[0], block_size):
+        xk = X[c0:c0 + block_size]
+        c = _mask_self(module.coef(q, module.key(xk)), idx, c0)
+        rec = rec + c @ xk
+        reg = reg + elastic_net_penalty(c, lmbd)
+    rec_loss = ((xb - rec) ** 2).sum()
+    loss = (0.5 * gamma * rec_loss + reg) / m
+    return loss, rec_loss.detach(), reg.detach()
+
+
+def senet_backward_two_pass(module, X, idx, gamma, lmbd, block_size):
+    """Alg. 2: accumulate into ``.grad`` the gradient of the same loss as :func:`senet_loss_sgd`.
+
+    Pass 1 (no grad) accumulates ``rec_i = sum_j c_ij x_j`` over column blocks and forms
+    ``q_i = gamma (x_i - rec_i)`` (eq. (13)). Pass 2 recomputes each block's keys with grad and back-propagates
+    the surrogate ``sum_ij w_ij c_ij`` with the fixed weights ``w_ij = (r'(c_ij) - <x_j, q_i>) / m``
+    (eq. (12); ``r'(0) = 0``) -- one block at a time, so no graph ever spans more than one block of atoms.
+    The query net is back-propagated once, from the gradient accumulated on a detached copy of its output.
+    Memory is O(m * block_size + block_size * width), independent of N.
+    Returns ``(loss, rec, reg)`` as detached tensors (values as in :func:`senet_loss_sgd`).
+    """
+    xb = X[idx]
+    m = xb.shape[0]
+    n = X.shape[0]
+    with torch.no_grad():
+        q = module.query(xb)
+        rec = torch.zeros_like(xb)
+        reg = xb.new_zeros(())
+        for c0 in range(0, n, block_size):
+            xk = X[c0:c0 + block_size]
+            c = _mask_self(module.coef(q, module.key(xk)), idx, c0)
+            rec += c @ xk
+            reg += elastic_net_penalty(c, lmbd)
+        resid = gamma * (xb - rec)  # q_i of eq. (13)
+        rec_loss = ((xb - rec) ** 2).sum()
+        loss = (0.5 * gamma * rec_loss + reg) / m
+    q_out = module.query(xb)
+    q_det = q_out.detach().requires_grad_(True)
+    for c0 in range(0, n, block_size):
+        xk = X[c0:c0 + block_size]
+        c = _mask_self(module.coef(q_det, module.key(xk)), idx, c0)
+        with torch.no_grad():
+            w = (lmbd * torch.sign(c) + (1.0 - lmbd) * c - resid @ xk.T) / m
+        (w * c).sum().backward()
+    q_out.backward(q_det.grad)
+    return loss, rec_loss, reg
+
+
+# ----------------------------------------------------------------------------------------------- estimator
+class SENet(SelfExpressiveClustering):
+    """Self-Expressive Network subspace clustering (inductive: ``predict`` labels unseen points).
+
+    Parameters
+    ----------
+    n_clusters : int
+    hidden_sizes : tuple of int, default (1024, 1024, 1024)
+        Hidden widths of the query and key MLPs (each its own weights).
+    embed_dim : int, default 1024
+        Output width ``p``; ``alpha = 1/p``.
+    gamma : float, default 200.0
+        Weight of the reconstruction term (the reference: 200 MNIST/Fashion/CIFAR, 150 EMNIST, 50 synthetic).
+    lmbd : float in [0, 1], default 0.9
+        Elastic-net trade-off ``r(c) = lmbd |c| + (1-lmbd)/2 c^2``.
+    n_iter : int, default 5000
+        Training iterations (the reference runs 100,000 on a GPU; see docs for CPU budgets).
+    batch_size : int, default 100
+        Queries per iteration; an epoch is ``N // batch_size`` iterations.
+    block_size : int, default 1000
+        Dictionary atoms per column block, in training (both algorithms) and inference.
+    algorithm : {"sgd", "two_pass"}, default "sgd"
+        Alg. 1 (fastest, memory linear in N) or Alg. 2 (same gradients, memory independent of N).
+    lr : float, default 1e-3
+        Adam learning rate, cosine-annealed per epoch to 0.
+    lr_threshold : float or None
+        Separate Adam learning rate for the soft threshold ``b`` (None: ``lr``). A larger one (e.g. 0.03)
+        lets ``b`` catch up with the embeddings on short CPU runs (measurements.md).
+    grad_clip : float or None, default 0.001
+        Global gradient-norm clip (the reference value).
+    n_neighbors, affinity, n_components, n_init, normalize, random_state :
+        See :class:`~selfexpress.models.base.SelfExpressiveClustering`. ``affinity="knn"`` (default) is the
+        reference's 3-NN graph over rows of C (MNIST); ``"symmetric"`` is ``|C| + |C|^T`` (synthetic, CIFAR).
+    n_nonzero : int, default 1000
+        Coefficients kept per row (largest |c|) in ``coef_`` and :meth:`self_expressive_coefficients`.
+    n_train : int or None
+        Train on this many points drawn at random (seeded) from X, then compute ``coef_`` and ``labels_``
+        for all of X with all of X as dictionary (the reference protocol for MNIST-full etc.). None: all.
+    eval_every : int or None
+        With ``y`` given to :meth:`fit`, evaluate (ACC, SRE, full loss) every ``eval_every`` iterations into
+        ``history_["eval"]``; None: ``max(1, n_iter // 10)``.
+    device : str, default "cpu"
+    verbose : bool, progress bar with the running loss.
+    checkpoint_dir, checkpoint_every, resume : see :class:`selfexpress.train.Trainer`.
+
+    Attributes
+    ----------
+    module_ : SENetModule (eval mode after fit)
+    dictionary_ : ndarray (n_dict, n_features), the (normalised) training points = dictionary for predict
+    dictionary_labels_ : ndarray (n_dict,), cluster labels of the dictionary atoms
+    coef_, affinity_, labels_, timings_ : as in the base class
+    history_ : ``{"train": {"iter", "loss", "rec", "reg", "b", "lr"}, "eval": {"iter", "acc", "sre", "L",
+        "L_rec", "L_reg", [test_* ...]}}``; ``rec``/``reg``/``loss`` are per-point batch means.
+    """
+
+    def __init__(self, n_clusters, hidden_sizes=(1024, 1024, 1024), embed_dim=1024, gamma=200.0, lmbd=0.9,
+                 n_iter=5000, batch_size=100, block_size=1000, algorithm="sgd", lr=1e-3, lr_threshold=None,
+                 grad_clip=0.001, n_neighbors=3, affinity="knn", n_components=None, n_init=20, n_nonzero=1000,
+                 normalize=True, n_train=None, eval_every=None, random_state=None, device="cpu", verbose=False,
+                 checkpoint_dir=None, checkpoint_every=1000, resume=False):
+        self.n_clusters = n_clusters
+        self.hidden_sizes = hidden_sizes
+        self.embed_dim = embed_dim
+        self.gamma = gamma
+        self.lmbd = lmbd
+        self.n_iter = n_iter
+        self.batch_size = batch_size
+        self.block_size = block_size
+        self.algorithm = algorithm
+        self.lr = lr
+        self.lr_threshold = lr_threshold
+        self.grad_clip = grad_clip
+        self.n_neighbors = n_neighbors
+        self.affinity = affinity
+        self.n_components = n_components
+        self.n_init = n_init
+        self.n_nonzero = n_nonzero
+        self.normalize = normalize
+        self.n_train = n_train
+        self.eval_every = eval_every
+        self.random_state = random_state
+        self.device = device
+        self.verbose = verbose
+        self.checkpoint_dir = checkpoint_dir
+        self.checkpoint_every = checkpoint_every
+        self.resume = resume
+
+    # ------------------------------------------------------------------ validation / building
+    def _check_params(self):
+        hs = self.hidden_sizes
+        if isinstance(hs, (int, np.integer)):
+            hs = (hs,)
+        try:
+            hs = tuple(check_positive(h, "hidden_sizes[i]", integer=True) for h in hs)
+        except TypeError:
+            raise ValueError(f"hidden_sizes must be a sequence of positive ints, got {self.hidden_sizes!r}") from None
+        check_positive(self.embed_dim, "embed_dim", integer=True)
+        check_positive(self.gamma, "gamma")
+        check_fraction(self.lmbd, "lmbd")
+        check_positive(self.n_iter, "n_iter", integer=True)
+        check_positive(self.batch_size, "batch_size", integer=True)
+        check_positive(self.block_size, "block_size", integer=True)
+        if self.algorithm not in ("sgd", "two_pass"):
+            raise ValueError(f"algorithm must be 'sgd' or 'two_pass', got {self.algorithm!r}")
+        check_positive(self.lr, "lr")
+        if self.lr_threshold is not None:
+            check_positive(self.lr_threshold, "lr_threshold")
+        if self.grad_clip is not None:
+            check_positive(self.grad_clip, "grad_clip")
+        check_positive(self.n_nonzero, "n_nonzero", integer=True)
+        if self.n_train is not None:
+            check_positive(self.n_train, "n_train", integer=True)
+        if self.eval_every is not None:
+            check_positive(self.eval_every, "eval_every", integer=True)
+        if self.checkpoint_every is not None:
+            check_positive(self.checkpoint_every, "checkpoint_every", integer=True)
+        try:
+            torch.device(self.device)
+        except (RuntimeError, TypeError) as exc:
+            raise ValueError(f"device {self.device!r} is not a valid torch device: {exc}") from None
+        return hs
+
+    def _build(self, in_dim):
+        from ..train import seeded
+
+        hs = self._check_params()
+        with seeded(check_random_state_int(self.random_state)):
+            module = SENetModule(in_dim, hs, int(self.embed_dim))
+        return module.to(self.device)
+
+    def _tensor(self, X):
+        return torch.as_tensor(np.ascontiguousarray(X, dtype=np.float32), device=self.device)
+
+    # ------------------------------------------------------------------ fitting
+    def fit(self, X, y=None, eval_set=None, callbacks=None):
+        """Train SENet on ``X`` (or an ``n_train`` subset), then coefficients -> graph -> spectral clustering.
+
+        Parameters
+        ----------
+        X : array-like (n_samples, n_features)
+        y : array-like (n_samples,), optional. Only used to record ACC / SRE / loss learning curves in
+            ``history_["eval"]`` every ``eval_every`` iterations; never for training.
+        eval_set : (X_test, y_test), optional. Also record, for the held-out set, the loss, ACC and SRE of its
+            own self-expressive coefficients (test points against the test set, as in senet.txt Fig. 2/4).
+        callbacks : callables ``cb(trainer, iteration, logs) -> dict | None`` (see
+            :class:`selfexpress.train.Trainer`); the estimator can compute coefficients mid-training.
+        """
+        self._fit_y = None if y is None else np.asarray(y)
+        if self._fit_y is not None and self._fit_y.shape[0] != np.shape(X)[0]:
+            raise ValueError(f"y has {self._fit_y.shape[0]} labels but X has {np.shape(X)[0]} samples")
+        self._eval_set = eval_set
+        self._user_callbacks = list(callbacks or ())
+        try:
+            return super().fit(X)
+        finally:
+            del self._fit_y, self._eval_set, self._user_callbacks
+
+    def fit_predict(self, X, y=None, **kwargs):
+        """Fit and return ``labels_`` of ``X``."""
+        return self.fit(X, y, **kwargs).labels_
+
+    def _fingerprint(self, X):
+        params = {k: v for k, v in self.get_params().items()
+                  if k not in ("verbose", "checkpoint_dir", "checkpoint_every", "resume", "device", "eval_every",
+                               "n_init", "n_components", "affinity", "n_neighbors", "n_nonzero")}
+        params["hidden_sizes"] = list(self._check_params())
+        return {"model": MODEL_KIND, "params": params,
+                "data": hashlib.sha1(np.ascontiguousarray(X, dtype=np.float32).tobytes()).hexdigest(),
+                "shape": list(X.shape)}
+
+    def _fit_coef(self, X):
+        from ..train import Trainer
+
+        hs = self._check_params()
+        seed = check_random_state_int(self.random_state)
+        n = X.shape[0]
+        y = getattr(self, "_fit_y", None)
+        train_idx = None
+        if self.n_train is not None and self.n_train < n:
+            train_idx = np.sort(np.random.default_rng(seed).choice(n, size=self.n_train, replace=False))
+        Xtr = X if train_idx is None else X[train_idx]
+        ytr = None if (y is None or train_idx is None) else y[train_idx]
+        if y is not None and train_idx is None:
+            ytr = y
+        if Xtr.shape[0] < 2:
+            raise ValueError("SENet needs at least 2 training points")
+
+        self.module_ = self._build(X.shape[1])
+        self.dictionary_ = np.ascontiguousarray(Xtr, dtype=np.float32)
+        Xt = self._tensor(Xtr)
+        gamma, lmbd, bs = float(self.gamma), float(self.lmbd), int(self.block_size)
+        module = self.module_
+        step = senet_loss_sgd if self.algorithm == "sgd" else senet_backward_two_pass
+
+        def loss_fn(idx):
+            idx = idx.to(Xt.device)
+            loss, rec, reg = step(module, Xt, idx, gamma, lmbd, bs)
+            m = idx.shape[0]
+            return loss, {"rec": float(rec) / m, "reg": float(reg) / m, "b": float(module.threshold.detach())}
+
+        callbacks = list(getattr(self, "_user_callbacks", ()))
+        if ytr is not None:
+            callbacks.append(self._make_eval_callback(Xtr, ytr, getattr(self, "_eval_set", None)))
+        param_lrs = None if self.lr_threshold is None else {"threshold": float(self.lr_threshold)}
+        trainer = Trainer(
+            module, loss_fn, Xtr.shape[0], n_iter=int(self.n_iter), batch_size=int(self.batch_size), lr=float(self.lr),
+            param_lrs=param_lrs, lr_min=0.0, schedule="cosine", grad_clip=self.grad_clip, random_state=seed,
+            verbose=self.verbose, callbacks=callbacks, log_every=max(1, int(self.n_iter) // 2000),
+            checkpoint_dir=self.checkpoint_dir, checkpoint_every=self.checkpoint_every, resume=self.resume,
+            fingerprint=self._fingerprint(Xtr), desc="SENet")
+        self.trainer_ = trainer
+        t0 = time.perf_counter()
+        trainer.run()
+        self.timings_["train"] = time.perf_counter() - t0
+        self.history_ = trainer.history
+        self.n_iter_ = trainer.iteration
+        t0 = time.perf_counter()
+        C = self._coefficients(X, X, exclude_self=True)
+        self.timings_["inference"] = time.perf_counter() - t0
+        self._train_idx = train_idx
+        return C
+
+    def _cluster_coef(self):
+        labels = super()._cluster_coef()
+        idx = getattr(self, "_train_idx", None)
+        self.dictionary_labels_ = np.asarray(labels if idx is None else labels[idx], dtype=np.int64)
+        return labels
+
+    def _make_eval_callback(self, Xtr, ytr, eval_set):
+        from ..cluster import spectral_clustering
+        from ..graph import affinity_from_coef
+        from ..metrics import clustering_accuracy, subspace_preserving_error
+
+        Xte = yte = None
+        if eval_set is not None:
+            Xte, yte = eval_set
+            Xte = check_data(Xte, name="eval_set X")
+            if self.normalize:
+                Xte = normalize_rows(Xte)
+            yte = np.asarray(yte)
+
+        def _scores(Xa, ya, prefix):
+            C = self._coefficients(Xa, Xa, exclude_self=True)
+            A = affinity_from_coef(C, method=self.affinity, n_neighbors=self.n_neighbors)
+            lab = spectral_clustering(A, self.n_clusters, n_components=self.n_components, n_init=self.n_init,
+                                      random_state=check_random_state_int(self.random_state))
+            obj = self.objective(Xa, Xa, _normalized=True)
+            return {f"{prefix}acc": clustering_accuracy(ya, lab), f"{prefix}sre": subspace_preserving_error(C, ya),
+                    **{f"{prefix}{k}": v for k, v in obj.items()}}
+
+        def callback(trainer, iteration, logs):
+            was = self.module_.training
+            self.module_.eval()
+            out = _scores(Xtr, ytr, "")
+            if Xte is not None:
+                out.update(_scores(Xte, yte, "test_"))
+            self.module_.train(was)
+            return out
+
+        callback.every = int(self.eval_every or max(1, int(self.n_iter) // 10))
+        return callback
+
+    # ------------------------------------------------------------------ inference
+    def _prepare(self, X, name="X"):
+        X = check_data(X, name=name, min_samples=1)
+        check_n_features(X, self.n_features_in_, name)
+        return normalize_rows(X) if self.normalize else X
+
+    @torch.no_grad()
+    def _embed(self, net, X):
+        out = []
+        for r0 in range(0, X.shape[0], max(int(self.block_size), 1000)):
+            out.append(net(self._tensor(X[r0:r0 + max(int(self.block_size), 1000)])))
+        return torch.cat(out)
+
+    @torch.no_grad()
+    def _coefficients(self, X, D, exclude_self, n_nonzero=None, threshold=None):
+        """Top-``n_nonzero`` coefficients of rows ``X`` (normalised) on dictionary ``D``; CSR (n, n_dict)."""
+        from ..graph import StreamingTopK, topk_to_csr
+
+        module = self.module_
+        keys = self._embed(module.key, D)  # once for the whole dictionary
+        nd = D.shape[0]
+        k = min(int(n_nonzero or self.n_nonzero), nd)
+        rb = max(int(self.block_size), 1)
+        cb = max(int(self.block_size), 2 * k)
+        thr = module.threshold if threshold is None else torch.as_tensor(threshold, dtype=keys.dtype)
+        blocks = []
+        for r0 in range(0, X.shape[0], rb):
+            q = module.query(self._tensor(X[r0:r0 + rb]))
+            rows = torch.arange(r0, r0 + q.shape[0], device=q.device) if exclude_self else None
+            topk = StreamingTopK(q.shape[0], k, largest_abs=True, exclude_cols=rows)
+            for c0 in range(0, nd, cb):
+                u = q @ keys[c0:c0 + cb].T
+                topk.update(module.alpha * torch.sign(u) * torch.relu(u.abs() - thr), c0)
+            vals, idx = topk.result()
+            blocks.append(topk_to_csr(vals, idx, nd))
+        C = sp.vstack(blocks, format="csr") if len(blocks) > 1 else blocks[0].tocsr()
+        C.eliminate_zeros()
+        return C
+
+    def self_expressive_coefficients(self, X=None, dictionary=None, exclude_self=None, n_nonzero=None):
+        """Self-expressive coefficients of the rows of ``X`` on ``dictionary``, as CSR (n_X, n_dict).
+
+        Key embeddings are computed once for the dictionary; then blocks of ``block_size`` queries stream over
+        column blocks keeping the ``n_nonzero`` largest |c| per row (:class:`selfexpress.graph.StreamingTopK`),
+        so no dense n x n_dict array exists. Inputs are row-normalised like the training data.
+
+        Parameters
+        ----------
+        X : array-like or None. None: the training dictionary itself.
+        dictionary : array-like or None. None: the training dictionary (``dictionary_``). Pass ``X`` again
+            for the self-expression of a new set within itself (senet.txt "SENet test").
+        exclude_self : bool or None. Zero ``C[i, i]``; None: True iff X is the dictionary (X None, or X and the
+            dictionary hold the same points).
+        n_nonzero : int or None (default: the model's ``n_nonzero``).
+        """
+        check_is_fitted(self, "module_")
+        Xn = self.dictionary_ if X is None else self._prepare(X)
+        D = self.dictionary_ if dictionary is None else self._prepare(dictionary, "dictionary")
+        if exclude_self is None:
+            exclude_self = X is None and dictionary is None or (
+                Xn.shape == D.shape and (Xn is D or np.array_equal(Xn, D)))
+        if exclude_self and Xn.shape[0] != D.shape[0]:
+            raise ValueError("exclude_self=True needs X and the dictionary to be the same points")
+        return self._coefficients(Xn, D, bool(exclude_self), n_nonzero=n_nonzero)
+
+    @torch.no_grad()
+    def objective(self, X=None, dictionary=None, _normalized=False):
+        """Exact (untruncated) loss terms of eq. (10), (14), (15) over all rows of ``X`` on ``dictionary``.
+
+        Returns ``{"L": gamma/2 * L_rec + L_reg, "L_rec": sum_i ||x_i - sum_{j != i} c_ij d_j||^2,
+        "L_reg": sum_ij r(c_ij)}``, computed blockwise (the diagonal is excluded when X is the dictionary).
+        """
+        check_is_fitted(self, "module_")
+        if _normalized:
+            Xn, D = X, dictionary
+        else:
+            Xn = self.dictionary_ if X is None else self._prepare(X)
+            D = self.dictionary_ if dictionary is None else self._prepare(dictionary, "dictionary")
+        same = Xn is D or (Xn.shape == D.shape and np.array_equal(Xn, D))
+        module = self.module_
+        keys = self._embed(module.key, D)
+        Dt = self._tensor(D)
+        bs = int(self.block_size)
+        rec_total, reg_total = 0.0, 0.0
+        for r0 in range(0, Xn.shape[0], bs):
+            xb = self._tensor(Xn[r0:r0 + bs])
+            q = module.query(xb)
+            rows = torch.arange(r0, r0 + xb.shape[0], device=xb.device) if same else None
+            rec = torch.zeros_like(xb)
+            for c0 in range(0, D.shape[0], bs):
+                c = _mask_self(module.coef(q, keys[c0:c0 + bs]), rows, c0)
+                rec += c @ Dt[c0:c0 + bs]
+                reg_total += float(elastic_net_penalty(c.double(), float(self.lmbd)))
+            rec_total += float(((xb - rec).double() ** 2).sum())
+        return {"L": 0.5 * float(self.gamma) * rec_total + reg_total, "L_rec": rec_total, "L_reg": reg_total}
+
+    def predict(self, X, rule="mass"):
+        """Cluster labels for (possibly unseen) points, in the label space of ``labels_``.
+
+        ``rule="mass"`` (default): coefficients of each new point on the training dictionary (top
+        ``n_nonzero``); the point gets the cluster whose atoms carry most of its |coefficient| mass,
+        ``argmax_k sum_{j: label_j = k} |c_ij|``. A point whose coefficients are all thresholded to zero
+        falls back to the same rule on the un-thresholded scores (``b = 0``).
+        ``rule="knn"``: majority vote of the ``n_neighbors`` training points nearest to it in cosine
+        similarity of query embeddings.
+        ``rule="spectral"``: spectral clustering of the new points' own self-expressive graph (C of X on X);
+        labels are then only defined up to a permutation and need >= n_clusters points: for batch use only.
+
+        Why "mass": it is inductive (a point at a time, labels consistent with ``labels_``), costs one pass
+        over the dictionary, and reads the same subspace-preserving structure the training graph was built
+        from. Measured in ``benchmarks/senet_fig2.py`` (5 subspaces of dim 6 in R^15, 500 train / 500 test,
+        500 iterations, ACC on the 500 test points): mass 1.000, spectral clustering of test coefficients
+        0.998, k-NN on query embeddings 0.990; results/senet_fig2.json holds the current run.
+        """
+        check_is_fitted(self, "dictionary_labels_")
+        if rule not in ("mass", "knn", "spectral"):
+            raise ValueError(f"rule must be 'mass', 'knn' or 'spectral', got {rule!r}")
+        Xn = self._prepare(X)
+        if rule == "spectral":
+            from ..cluster import spectral_clustering
+            from ..graph import affinity_from_coef
+
+            if Xn.shape[0] < max(self.n_clusters, 2):
+                raise ValueError(f"rule='spectral' needs at least n_clusters={self.n_clusters} points")
+            C = self._coefficients(Xn, Xn, exclude_self=True)
+            nn_ = min(self.n_neighbors, Xn.shape[0] - 1)
+            A = affinity_from_coef(C, method=self.affinity, n_neighbors=nn_)
+            return spectral_clustering(A, self.n_clusters, n_components=self.n_components, n_init=self.n_init,
+                                       random_state=check_random_state_int(self.random_state))
+        labels = self.dictionary_labels_
+        K = int(labels.max()) + 1
+        if rule == "knn":
+            qd = torch.nn.functional.normalize(self._embed(self.module_.query, self.dictionary_), dim=1)
+            qx = torch.nn.functional.normalize(self._embed(self.module_.query, Xn), dim=1)
+            k = min(int(self.n_neighbors), qd.shape[0])
+            lab_t = torch.as_tensor(labels, device=qd.device)
+            out = []
+            for r0 in range(0, qx.shape[0], 1000):
+                nbr = torch.topk(qx[r0:r0 + 1000] @ qd.T, k, dim=1).indices
+                votes = torch.nn.functional.one_hot(lab_t[nbr], K).sum(1).double()
+                votes += torch.nn.functional.one_hot(lab_t[nbr[:, 0]], K) * 0.5  # ties -> nearest
+                out.append(votes.argmax(1).cpu().numpy())
+            return np.concatenate(out).astype(np.int64)
+        onehot = sp.csr_matrix((np.ones(labels.size), (np.arange(labels.size), labels)), shape=(labels.size, K))
+        C = self._coefficients(Xn, self.dictionary_, exclude_self=False)
+        mass = np.asarray((abs(C) @ onehot).todense())
+        empty = mass.sum(axis=1) == 0
+        if empty.any():
+            C0 = self._coefficients(Xn[empty], self.dictionary_, exclude_self=False, threshold=0.0)
+            mass[empty] = np.asarray((abs(C0) @ onehot).todense())
+        return mass.argmax(axis=1).astype(np.int64)
+
+    # ------------------------------------------------------------------ model files
+    def save(self, path):
+        """Save weights, training dictionary and labels (safetensors) + configuration (JSON); no pickle."""
+        check_is_fitted(self, "dictionary_labels_")
+        tensors = {f"net.{k}": v for k, v in self.module_.state_dict().items()}
+        tensors["dictionary"] = torch.tensor(self.dictionary_)
+        tensors["dictionary_labels"] = torch.tensor(self.dictionary_labels_, dtype=torch.int64)
+        tensors["labels"] = torch.tensor(np.asarray(self.labels_), dtype=torch.int64)
+        params = self.get_params()
+        params["hidden_sizes"] = list(self._check_params())
+        params["checkpoint_dir"] = None if params["checkpoint_dir"] is None else str(params["checkpoint_dir"])
+        config = {"params": params, "n_features_in": int(self.n_features_in_), "n_iter_done": int(self.n_iter_),
+                  "history": getattr(self, "history_", None), "timings": getattr(self, "timings_", {})}
+        return save_model(path, tensors, config)
+
+    @classmethod
+    def load(cls, path, device=None):
+        """Load a model written by :meth:`save` (``ValueError`` on a foreign, corrupt or mismatched file)."""
+        from ..io import load_model_file
+
+        tensors, config = load_model_file(path, kind=MODEL_KIND)
+        try:
+            params = dict(config["params"])
+            params["hidden_sizes"] = tuple(params["hidden_sizes"])
+            if device is not None:
+                params["device"] = device
+            model = cls(**params)
+            model.n_features_in_ = int(config["n_features_in"])
+            model.module_ = model._build(model.n_features_in_)
+            model.module_.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
+        except (KeyError, TypeError, RuntimeError) as exc:
+            raise ValueError(f"{path} is not a valid SENet model file: {exc}") from None
+        model.module_.eval()
+        model.dictionary_ = tensors["dictionary"].numpy().astype(np.float32)
+        model.dictionary_labels_ = tensors["dictionary_labels"].numpy().astype(np.int64)
+        model.labels_ = tensors["labels"].numpy().astype(np.int64)
+        model.n_iter_ = int(config.get("n_iter_done", 0))
+        model.history_ = config.get("history")
+        model.timings_ = config.get("timings", {})
+        return model
+
+
+def save_model(path, tensors, config):
+    from ..io import save_model_file
+
+    return save_model_file(path, tensors, config, kind=MODEL_KIND)
