@@ -175,7 +175,7 @@ def test_deterministic():
         dict(gamma=0.0), dict(gamma=-1.0), dict(gamma=1.0), dict(gamma=float("nan")), dict(tau=0.0), dict(tau=1.5),
         dict(algorithm="lars"), dict(support_size=0), dict(max_rounds=0), dict(tol=-1.0), dict(n_nonzero=0),
         dict(block_size=0), dict(oracle_dtype="float16"), dict(affinity="bogus"), dict(n_clusters=1),
-        dict(device="nonsense"),
+        dict(device="nonsense"), dict(device="cuda"),
     ],
 )
 def test_bad_parameters_raise(kw):

@@ -282,7 +282,7 @@ class _ActiveSetSolver:
             vals = vals.float()
             if self.oracle_dtype != torch.float32:
                 e = _BF16_REL * self.xnorm_max * self.X[s0:s1].norm(dim=1)
-                need = (vals[:, 0] - vals[:, -1] <= 2 * e) & torch.tensor(K < N - 1)
+                need = (vals[:, 0] - vals[:, K - 1] <= 2 * e) & torch.tensor(K < N - 1)
                 if bool(need.any()):  # max not guaranteed inside the bf16 top-K: redo these rows in fp32
                     rr = rows[need]
                     V = (self.X[rr] @ self.X.T).abs_()
@@ -291,9 +291,9 @@ class _ActiveSetSolver:
                     exact_rows.append(int(rr.numel()))
             supp[s0:s1] = idx
         # exact alpha0 over the support (float64)
-        for s0 in range(0, N, self.block):
-            s1 = min(N, s0 + self.block)
-            xs = self.X[supp[s0:s1]].double()  # (B, K, D)
+        for s0 in range(0, N, 256):
+            s1 = min(N, s0 + 256)
+            xs = self.X[supp[s0:s1]].double()  # (256, K, D)
             bb = torch.bmm(xs, self.X[s0:s1].double().unsqueeze(2)).squeeze(2)
             if self.gamma_nz:
                 alpha[s0:s1] = bb.abs().amax(1) / self.tau / self.gamma
@@ -344,9 +344,8 @@ class _ActiveSetSolver:
 
     # -- oracle: check every atom, pick new supports -------------------------------------------------------------
     def _masked_abs_products(self, R, Xmat, p, atoms, act):
+        """|R Xmat^T| (in R's dtype) with each row's own column and its active atoms set to -1."""
         V = (R @ Xmat.T).abs_()
-        if V.dtype != torch.float32:
-            V = V.float()
         B = p.numel()
         V[torch.arange(B), p] = -1.0
         a_rows, a_pos = torch.nonzero(act, as_tuple=True)
@@ -361,6 +360,7 @@ class _ActiveSetSolver:
         cert = torch.zeros(N, dtype=torch.bool)
         n_band = 0
         e32_rel = (D + 2) * 2.0 ** -24  # float32 dot products of length D: |error| <= this * ||x|| ||r||
+        screen_rel = _BF16_REL if self.oracle_dtype != torch.float32 else e32_rel
         for s0 in range(0, pts.numel(), self.block):
             p = pts[s0:s0 + self.block]
             r64 = self.resid[p]
@@ -371,25 +371,29 @@ class _ActiveSetSolver:
             atoms = self.supp[p, :kmax]
             # stage 1: screening matmul (bfloat16 by default) with a rigorous error bound
             V = self._masked_abs_products(r64.to(self.oracle_dtype), self.Xo, p, atoms, act)
-            e = (_BF16_REL if self.oracle_dtype != torch.float32 else e32_rel) * self.xnorm_max * rn
-            rowmax = V.max(1).values.double()
+            e = screen_rel * self.xnorm_max * rn
+            rowmax = V.amax(1).double()
             viol_rows = rowmax > thr + e
             maybe = (~viol_rows) & (rowmax > thr - e)
+            W, mr = V, torch.arange(p.numel())
             if bool(maybe.any()) and self.oracle_dtype != torch.float32:
-                # stage 2: undecided rows again in float32 (band 2^-24 D instead of 2^-7)
+                # stage 2: undecided rows again in float32 (band (D+2) 2^-24 instead of 2^-7)
                 mr = torch.nonzero(maybe).squeeze(1)
                 W = self._masked_abs_products(r64[mr].float(), self.X, p[mr], atoms[mr], act[mr])
-                V[mr] = W
+                V[mr] = W.to(V.dtype)  # better ranking for the new supports
                 e = e.clone()
                 e[mr] = e32_rel * self.xnorm_max * rn[mr]
-                rowmax[mr] = W.max(1).values.double()
-                viol_rows[mr] = rowmax[mr] > thr[mr] + e[mr]
-                maybe[mr] = (~viol_rows[mr]) & (rowmax[mr] > thr[mr] - e[mr])
-                del W
+                rm = W.amax(1).double()
+                viol_rows[mr] = rm > thr[mr] + e[mr]
+                maybe[mr] = (~viol_rows[mr]) & (rm > thr[mr] - e[mr])
+                W = W[maybe[mr]]
+                mr = mr[maybe[mr]]
+            elif bool(maybe.any()):
+                mr = torch.nonzero(maybe).squeeze(1)
+                W = V[mr]
             if bool(maybe.any()):
                 # stage 3: the atoms still inside the band, exactly in float64
-                mr = torch.nonzero(maybe).squeeze(1)
-                rr, cc = torch.nonzero(V[mr].double() > (thr - e)[mr].unsqueeze(1), as_tuple=True)
+                rr, cc = torch.nonzero(W.double() > (thr - e)[mr].unsqueeze(1), as_tuple=True)
                 n_band += rr.numel()
                 gex = torch.empty(rr.numel(), dtype=torch.float64)
                 for c0 in range(0, rr.numel(), 65536):
@@ -399,17 +403,19 @@ class _ActiveSetSolver:
                 if bool(bad.any()):
                     V[mr[rr[bad]], cc[bad]] = float("inf")  # confirmed violators enter first
                     viol_rows[mr[torch.unique(rr[bad])]] = True
+            del W
             cert[p] = ~viol_rows
             vr = torch.nonzero(viol_rows).squeeze(1)
             if vr.numel():
-                self._resupport(p[vr], V[vr], act[vr], changed)
+                self._resupport(p[vr], V if vr.numel() == p.numel() else V[vr], act[vr], changed)
             del V
         self._tick("oracle", t0)
         return changed, cert, n_band
 
     def _resupport(self, idx, V, act, changed):
         """New supports for violating points ``idx``: their active atoms, then the atoms of largest |<x_j, r>|
-        (violators first); 1.5x larger when the active atoms fill more than 80 % of the support."""
+        (violators first); 1.5x larger when the active atoms fill more than 80 % of the support. ``V`` (n, N):
+        scores of all atoms, the point itself and its active atoms scored -1."""
         N = self.N
         kold = self.ksize[idx]
         nact = act.sum(1)
@@ -640,7 +646,7 @@ class ElasticNetSubspaceClustering(SelfExpressiveClustering):
         with AVX512-BF16 / AMX; the certificate stays exact through the error bound and float64 rechecks).
     affinity, n_neighbors, n_components, n_init, normalize, random_state : see :class:`SelfExpressiveClustering`.
     verbose : bool, print one line per oracle round (per-point: a progress bar).
-    device : str, torch device of the active-set solver.
+    device : str, torch device of the active-set solver; only "cpu" for now (other devices raise ValueError).
 
     Fitted attributes: ``coef_``, ``affinity_``, ``labels_``, ``timings_``, ``n_uncertified_``,
     ``certified_fraction_``, ``solver_info_``.
@@ -688,9 +694,11 @@ class ElasticNetSubspaceClustering(SelfExpressiveClustering):
         if self.oracle_dtype not in ("bfloat16", "float32"):
             raise ValueError(f"oracle_dtype must be 'bfloat16' or 'float32', got {self.oracle_dtype!r}")
         try:
-            torch.device(self.device)
+            dev = torch.device(self.device)
         except (RuntimeError, TypeError) as exc:
             raise ValueError(f"invalid device {self.device!r}: {exc}") from None
+        if dev.type != "cpu":
+            raise ValueError(f"the EnSC solvers run on the CPU only for now (device={self.device!r} was given)")
 
     def _check_common(self, X):
         self._check_params()
