@@ -50,8 +50,9 @@ def _dense_coef(module, Q, K, exclude):
 
 
 # ------------------------------------------------------------------------------------- algorithms
+@pytest.mark.parametrize("inactive_grad", ["zero", "kkt"])
 @pytest.mark.parametrize("block", [4, 7, 23, 100])
-def test_alg1_and_alg2_same_loss_and_gradients_float64(block):
+def test_alg1_and_alg2_same_loss_and_gradients_float64(block, inactive_grad):
     torch.manual_seed(0)
     module = SENetModule(5, (12, 12), 8).double()
     with torch.no_grad():
@@ -59,11 +60,11 @@ def test_alg1_and_alg2_same_loss_and_gradients_float64(block):
     X = torch.nn.functional.normalize(torch.randn(23, 5, dtype=torch.float64), dim=1)
     idx = torch.tensor([3, 7, 0, 22, 11, 12])
     module.zero_grad()
-    loss1, rec1, reg1 = senet_loss_sgd(module, X, idx, 50.0, 0.9, block)
+    loss1, rec1, reg1 = senet_loss_sgd(module, X, idx, 50.0, 0.9, block, inactive_grad)
     loss1.backward()
     g1 = {n: p.grad.clone() for n, p in module.named_parameters()}
     module.zero_grad()
-    loss2, rec2, reg2 = senet_backward_two_pass(module, X, idx, 50.0, 0.9, block)
+    loss2, rec2, reg2 = senet_backward_two_pass(module, X, idx, 50.0, 0.9, block, inactive_grad)
     g2 = {n: p.grad.clone() for n, p in module.named_parameters()}
     assert float(loss1.detach()) == pytest.approx(float(loss2), rel=1e-12)
     assert float(rec1) == pytest.approx(float(rec2), rel=1e-12)
@@ -71,6 +72,53 @@ def test_alg1_and_alg2_same_loss_and_gradients_float64(block):
     for n in g1:
         torch.testing.assert_close(g1[n], g2[n], rtol=1e-10, atol=1e-13)
     assert g1["threshold"].abs().item() > 0  # b really gets a gradient
+
+
+def test_kkt_gradient_of_zeroed_coefficients():
+    """With every coefficient zeroed, "kkt" passes alpha * ST(-<x_j, q_i>/m, lmbd/m) to u; "zero" passes nothing."""
+    torch.manual_seed(2)
+    module = SENetModule(4, (8,), 6).double()
+    X = torch.nn.functional.normalize(torch.randn(12, 4, dtype=torch.float64), dim=1)
+    idx = torch.tensor([1, 5, 8])
+    gamma, lmbd, m = 30.0, 0.9, 3
+    with torch.no_grad():
+        module.threshold.fill_(100.0)  # |u| <= 6 < b: all zero, rec = 0, q_i = gamma x_i
+    grads = {}
+    for mode in ("zero", "kkt"):
+        module.zero_grad()
+        loss, _, _ = senet_loss_sgd(module, X, idx, gamma, lmbd, 5, mode)
+        assert float(loss.detach()) == pytest.approx(gamma / 2 * 3 / m)
+        loss.backward()
+        grads[mode] = {n: (None if p.grad is None else p.grad.clone()) for n, p in module.named_parameters()}
+    assert all(g is None or torch.count_nonzero(g) == 0 for g in grads["zero"].values())
+    # expected: d/dtheta of sum_ij G_ij * u_ij with G = alpha * ST(-<x_j, gamma x_i>/m, lmbd/m), diagonal masked
+    g = -(gamma * X[idx]) @ X.T / m
+    G = module.alpha * torch.sign(g) * torch.relu(g.abs() - lmbd / m)
+    G[torch.arange(3), idx] = 0.0
+    assert torch.count_nonzero(G) > 0
+    module.zero_grad()
+    (G * (module.query(X[idx]) @ module.key(X).T)).sum().backward()
+    for n, p in module.named_parameters():
+        if n == "threshold":
+            assert grads["kkt"][n] is None or torch.count_nonzero(grads["kkt"][n]) == 0
+        else:
+            torch.testing.assert_close(grads["kkt"][n], p.grad, rtol=1e-10, atol=1e-14)
+
+
+def test_kkt_gradient_equals_exact_gradient_when_nothing_is_zeroed():
+    torch.manual_seed(3)
+    module = SENetModule(4, (8,), 6).double()
+    with torch.no_grad():
+        module.threshold.fill_(-1e3)  # nothing thresholded
+    X = torch.nn.functional.normalize(torch.randn(10, 4, dtype=torch.float64), dim=1)
+    idx = torch.tensor([0, 4])
+    out = []
+    for mode in ("zero", "kkt"):
+        module.zero_grad()
+        senet_loss_sgd(module, X, idx, 20.0, 0.9, 3, mode)[0].backward()
+        out.append({n: p.grad.clone() for n, p in module.named_parameters()})
+    for n in out[0]:
+        torch.testing.assert_close(out[0][n], out[1][n], rtol=1e-12, atol=1e-14)
 
 
 def test_loss_matches_dense_formula_and_excludes_diagonal():
@@ -186,10 +234,12 @@ def test_same_seed_same_labels_other_seed_other_weights(data):
     assert not torch.equal(a.module_.query[0].weight, c.module_.query[0].weight)
 
 
-def test_two_pass_training_matches_sgd_training(data):
+@pytest.mark.parametrize("inactive_grad", ["zero", "kkt"])
+def test_two_pass_training_matches_sgd_training(data, inactive_grad):
     X, _, _, _ = data
-    a = SENet(3, **{**TINY, "n_iter": 10, "algorithm": "sgd"}).fit(X)
-    b = SENet(3, **{**TINY, "n_iter": 10, "algorithm": "two_pass"}).fit(X)
+    kw = {**TINY, "n_iter": 10, "inactive_grad": inactive_grad}
+    a = SENet(3, **{**kw, "algorithm": "sgd"}).fit(X)
+    b = SENet(3, **{**kw, "algorithm": "two_pass"}).fit(X)
     np.testing.assert_allclose(a.history_["train"]["loss"], b.history_["train"]["loss"], rtol=1e-4)
     for p, q in zip(a.module_.parameters(), b.module_.parameters()):
         torch.testing.assert_close(p, q, rtol=1e-3, atol=1e-5)
@@ -240,7 +290,8 @@ def test_not_fitted_and_bad_params(data):
     with pytest.raises(NotFittedError):
         SENet(3).self_expressive_coefficients(X)
     for bad in (dict(algorithm="adam"), dict(lmbd=1.5), dict(gamma=0), dict(hidden_sizes=(4, -1)),
-                dict(n_iter=0), dict(embed_dim=2.5), dict(lr_threshold=-1.0), dict(device="gpu0!")):
+                dict(n_iter=0), dict(embed_dim=2.5), dict(lr_threshold=-1.0), dict(device="gpu0!"),
+                dict(inactive_grad="straight")):
         with pytest.raises(ValueError):
             SENet(3, **{**TINY, **bad}).fit(X)
     with pytest.raises(ValueError, match="labels"):
