@@ -376,3 +376,36 @@ def test_plots_write_images(fitted, data, tmp_path):
     assert main(["curves", str(tmp_path / "m.json"), "--out", str(tmp_path / "k.png")]) == 0
     assert main(["coefficients", str(tmp_path / "m.json"), "--out", str(tmp_path / "cc.png")]) == 0
     assert (tmp_path / "k.png").exists() and (tmp_path / "cc.png").exists()
+
+
+def test_distill_loss_with_all_atoms_and_zero_weight_equals_alg1_loss():
+    import scipy.sparse as sp
+    import torch
+
+    from selfexpress.models.senet import SENetModule, senet_loss_distill, senet_loss_sgd
+
+    torch.manual_seed(0)
+    X = torch.nn.functional.normalize(torch.randn(40, 8, dtype=torch.float64), dim=1)
+    module = SENetModule(8, (16,), 16).double()
+    idx = torch.tensor([3, 7, 11])
+    gen = torch.Generator().manual_seed(0)
+    teacher = sp.csr_matrix((40, 40))
+    # 2,000 random draws over 40 atoms: every atom is sampled, so the columns are the full dictionary.
+    a, _, _ = senet_loss_distill(module, X, idx, teacher, 0.0, 2000, 50.0, 0.9, gen)
+    b, _, _ = senet_loss_sgd(module, X, idx, 50.0, 0.9, 1000)
+    assert torch.allclose(a, b, rtol=1e-10)
+
+
+def test_teacher_ensc_training_fits_and_clusters():
+    from selfexpress.data import make_union_of_subspaces
+    from selfexpress.models.senet import SENet
+
+    X, y, _ = make_union_of_subspaces(3, 3, 12, 40, random_state=0)
+    m = SENet(3, hidden_sizes=(64, 64), embed_dim=64, gamma=50.0, n_iter=300, batch_size=40, teacher="ensc",
+              n_sampled_atoms=40, lr_threshold=0.03, affinity="symmetric", random_state=0).fit(X)
+    assert "teacher" in m.timings_
+    from selfexpress.metrics import clustering_accuracy
+
+    assert clustering_accuracy(y, m.labels_) >= 0.9
+    with pytest.raises(ValueError, match="teacher"):
+        SENet(3, teacher="oracle").fit(X)

