@@ -27,9 +27,20 @@ PRESETS = {
     ("ensc", "image"): dict(gamma=200.0, tau=0.9, gamma_nz=True, n_components=15, affinity="symmetric"),
     ("ssc-omp", "synthetic"): dict(n_nonzero=6),
     ("ssc-omp", "image"): dict(n_nonzero=5, thr=1e-5, n_components=15, affinity="symmetric"),
-    ("senet", "synthetic"): dict(gamma=50.0, lmbd=0.9, n_iter=500, hidden_sizes=(256, 256, 256), embed_dim=256,
+    ("senet", "synthetic"): dict(gamma=50.0, lmbd=0.9, n_iter=500, hidden_sizes=(128, 128, 128), embed_dim=128, lr_threshold=0.03,
                                  affinity="symmetric"),
-    ("senet", "image"): dict(gamma=200.0, lmbd=0.9, n_components=15, affinity="knn"),
+    # CPU preset (issue 12): narrow nets, a sampled training set, the EnSC teacher; the paper's own settings
+    # are PAPER_PRESETS["senet"].
+    ("senet", "image"): dict(gamma=200.0, lmbd=0.9, n_components=15, affinity="symmetric", n_train=5000,
+                             n_iter=2500, hidden_sizes=(256, 256, 256), embed_dim=256, lr_threshold=0.03,
+                             teacher="ensc", n_nonzero=100),
+}
+
+
+#: senet.txt / reference-code settings (GPU scale: 100k iterations of 3 x 1024 nets).
+PAPER_PRESETS = {
+    "senet": dict(gamma=200.0, lmbd=0.9, n_components=15, affinity="knn", hidden_sizes=(1024, 1024, 1024),
+                  embed_dim=1024, n_iter=100_000, batch_size=100, lr=1e-3, grad_clip=1e-3, n_nonzero=1000),
 }
 
 
