@@ -5,17 +5,19 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
 FORMAT_VERSION = 1
 
-__all__ = ["atomic_write_bytes", "atomic_write_json", "atomic_save_npy", "save_model_file", "load_model_file", "FORMAT_VERSION"]
+__all__ = ["atomic_file", "atomic_write_bytes", "atomic_write_json", "atomic_save_npy", "save_model_file", "load_model_file", "FORMAT_VERSION"]
 
 
-def atomic_write_bytes(path, data: bytes):
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename.
+@contextmanager
+def atomic_file(path):
+    """Open a temporary file beside ``path`` for binary writing; on success fsync and rename it to ``path``.
 
     A reader never sees a half-written file, and a crash leaves the old file intact.
     """
@@ -24,7 +26,7 @@ def atomic_write_bytes(path, data: bytes):
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            yield fh
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -32,6 +34,12 @@ def atomic_write_bytes(path, data: bytes):
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def atomic_write_bytes(path, data: bytes):
+    """Write ``data`` to ``path`` atomically (temporary file + rename)."""
+    with atomic_file(path) as fh:
+        fh.write(data)
 
 
 def _json_default(obj):
@@ -53,19 +61,8 @@ def atomic_write_json(path, obj, indent=2):
 
 def atomic_save_npy(path, array):
     """Save a numpy array (no pickled objects) atomically, streaming it to a temporary file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.save(fh, np.asarray(array), allow_pickle=False)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_file(path) as fh:
+        np.save(fh, np.asarray(array), allow_pickle=False)
 
 
 def save_model_file(path, tensors: dict, config: dict, kind: str):
