@@ -20,15 +20,7 @@ from selfexpress.features import (
 REPO = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("SELFEXPRESS_DATA_DIR", REPO.parent / "shared" / "data"))
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny tensors on a shared 2-core machine: one thread avoids OpenMP oversubscription stalls."""
-    import torch
-
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # a small scattering (25 maps of 4x4 = 400 features) keeps the cache tests fast

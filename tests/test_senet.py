@@ -14,13 +14,7 @@ TINY = dict(hidden_sizes=(16, 16), embed_dim=16, n_iter=30, batch_size=20, block
             affinity="symmetric", random_state=0, lr_threshold=0.05, n_init=3)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny networks run fastest on one thread (and do not fight other jobs for the cores)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

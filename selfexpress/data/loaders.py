@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..io import atomic_file
+
 __all__ = ["load_idx", "load_mat", "load_array", "load_labels", "download_file", "file_hash"]
 
 # idx type codes (third byte of the magic number) -> big-endian numpy dtype
@@ -329,15 +331,5 @@ def download_file(url, dest, sha256=None, *, md5=None, overwrite=False, timeout=
 
 def _copy_atomic(src: Path, dest: Path):
     """Copy a file into place through a temporary file and a rename."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as out, open(src, "rb") as inp:
-            shutil.copyfileobj(inp, out, 1 << 20)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, dest)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_file(dest) as out, open(src, "rb") as inp:
+        shutil.copyfileobj(inp, out, 1 << 20)
