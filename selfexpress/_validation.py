@@ -8,12 +8,16 @@ bad values, ``sklearn.exceptions.NotFittedError`` for unfitted models).
 from __future__ import annotations
 
 import numbers
+import warnings
 
 import numpy as np
+import scipy.sparse as sp
 from sklearn.exceptions import NotFittedError
 
 __all__ = [
+    "DuplicatePointsWarning",
     "check_data",
+    "check_distinct_points",
     "check_n_clusters",
     "check_positive",
     "check_fraction",
@@ -23,16 +27,44 @@ __all__ = [
 ]
 
 
+class DuplicatePointsWarning(UserWarning):
+    """The data hold duplicate points (the result is returned, but may be degraded)."""
+
+
 def check_data(X, *, name="X", dtype=np.float32, min_samples=2, allow_zero_rows=False):
     """Validate a 2-D data matrix (rows are points) and return it as a C-contiguous array.
 
-    Raises ``ValueError`` naming the problem for: non-numeric, complex or object dtype,
-    ragged input, fewer than 2 dimensions or more than 2, empty input, NaN or inf,
-    fewer than ``min_samples`` rows, and (unless ``allow_zero_rows``) all-zero rows,
-    which cannot be normalised and have no self-expression.
+    Parameters
+    ----------
+    X : array-like of shape (n_samples, n_features)
+        Dense numeric data. Lists, tuples, pandas frames and numpy arrays of any real numeric or
+        bool dtype (or dtype object holding numbers) are accepted and converted to ``dtype``.
+    name : str, default "X"
+        Name of the argument, used in the messages.
+    dtype : numpy dtype, default float32
+    min_samples : int, default 2
+    allow_zero_rows : bool, default False
+
+    Returns
+    -------
+    ndarray of shape (n_samples, n_features) and dtype ``dtype``, C-contiguous.
+
+    Raises
+    ------
+    TypeError
+        For scipy.sparse input (not supported: the models need dense rows) and for object arrays
+        holding non-numbers (dicts, ...).
+    ValueError
+        Naming the problem for: complex data, non-numeric dtypes, ragged input, fewer or more than
+        2 dimensions, empty input, NaN or inf, values beyond the float32 range, fewer than
+        ``min_samples`` rows, and (unless ``allow_zero_rows``) all-zero rows (also rows that
+        underflow to zero in float32), which cannot be normalised and have no self-expression.
     """
-    if hasattr(X, "toarray") and not isinstance(X, np.ndarray):  # scipy.sparse / np.matrix
-        X = X.toarray()
+    if sp.issparse(X):
+        raise TypeError(
+            f"{name} is a scipy.sparse matrix; sparse input is not supported (the models need dense rows). "
+            f"Pass {name}.toarray() if it fits in memory ({X.shape[0]} x {X.shape[1]} x 4 bytes)."
+        )
     try:
         arr = np.asarray(X)
     except ValueError as exc:  # ragged nested lists
@@ -40,10 +72,14 @@ def check_data(X, *, name="X", dtype=np.float32, min_samples=2, allow_zero_rows=
     if arr.dtype == object:
         try:
             arr = arr.astype(np.float64)
-        except (TypeError, ValueError):
-            raise ValueError(f"{name} has dtype object and could not be converted to float (ragged or non-numeric)") from None
+        except TypeError as exc:  # dicts, None, ... (numpy: "float() argument must be a string or a real number")
+            raise TypeError(f"{name} has dtype object with non-numeric entries: {exc}") from None
+        except ValueError as exc:  # ragged sequences, non-numeric strings
+            raise ValueError(
+                f"{name} has dtype object and could not be converted to float (ragged or non-numeric): {exc}"
+            ) from None
     if np.iscomplexobj(arr):
-        raise ValueError(f"{name} is complex; subspace clustering expects real-valued data")
+        raise ValueError(f"Complex data not supported: {name} is complex; subspace clustering expects real values")
     if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
         raise ValueError(f"{name} must be numeric, got dtype {arr.dtype}")
     if arr.ndim == 1:
@@ -53,22 +89,66 @@ def check_data(X, *, name="X", dtype=np.float32, min_samples=2, allow_zero_rows=
         )
     if arr.ndim != 2:
         raise ValueError(f"{name} must be 2-D (n_samples, n_features), got {arr.ndim}-D with shape {arr.shape}")
-    if arr.shape[0] == 0 or arr.shape[1] == 0:
-        raise ValueError(f"{name} is empty (shape {arr.shape})")
+    shape = f"(shape=({arr.shape[0]}, {arr.shape[1]}))"
+    if arr.shape[0] == 0:
+        raise ValueError(f"{name} is empty: 0 sample(s) {shape} while a minimum of {min_samples} is required.")
+    if arr.shape[1] == 0:
+        raise ValueError(f"{name} is empty: 0 feature(s) {shape} while a minimum of 1 is required.")
     if arr.shape[0] < min_samples:
-        raise ValueError(f"{name} has {arr.shape[0]} sample(s); at least {min_samples} are required")
-    arr = np.ascontiguousarray(arr, dtype=dtype)
-    if not np.isfinite(arr).all():
+        raise ValueError(f"{name} has {arr.shape[0]} sample(s) {shape}; at least {min_samples} are required")
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
         bad = np.flatnonzero(~np.isfinite(arr).all(axis=1))
         raise ValueError(f"{name} contains NaN or infinity in {bad.size} row(s), first at row {bad[0]}")
+    out = np.ascontiguousarray(arr, dtype=dtype)
+    if out.dtype.kind == "f" and not np.isfinite(out).all():  # finite before, not after: overflow of dtype
+        bad = np.flatnonzero(~np.isfinite(out).all(axis=1))
+        raise ValueError(
+            f"{name} has values too large for {out.dtype} (|x| > {np.finfo(out.dtype).max:.3g}) in {bad.size} "
+            f"row(s), first at row {bad[0]}; rescale {name}"
+        )
     if not allow_zero_rows:
-        zero = np.flatnonzero(~arr.any(axis=1))
+        zero = np.flatnonzero(~out.any(axis=1))
         if zero.size:
+            if arr[zero].any():
+                first = zero[np.flatnonzero(arr[zero].any(axis=1))[0]]
+                raise ValueError(
+                    f"{name} has row(s) (first at row {first}) whose values are too small for {out.dtype} and "
+                    f"become all zero; rescale {name}"
+                )
             raise ValueError(
                 f"{name} has {zero.size} all-zero row(s) (first at row {zero[0]}); a zero point cannot be "
                 "normalised or self-expressed. Remove those rows."
             )
-    return arr
+    return out
+
+
+def check_distinct_points(X, n_clusters, *, name="X", normalized=False):
+    """Refuse data with fewer distinct rows than ``n_clusters``; warn about duplicate rows.
+
+    ``X`` is the array the solver will see (after scaling rows to unit norm when ``normalized``,
+    so points on the same ray count as duplicates). A duplicate self-expresses through its twin
+    with coefficient 1, which can cut both off from their cluster in the affinity graph: the
+    result is still returned, with a :class:`DuplicatePointsWarning`. Returns the number of
+    distinct rows.
+    """
+    X = np.ascontiguousarray(X)
+    rows = X.view(np.dtype((np.void, X.dtype.itemsize * X.shape[1]))).ravel()
+    n_distinct = int(np.unique(rows).size)
+    how = " (after scaling rows to unit norm)" if normalized else ""
+    if n_distinct < n_clusters:
+        kind = "constant (every row is the same point)" if n_distinct == 1 else f"only {n_distinct} distinct rows"
+        raise ValueError(
+            f"{name} is {kind}{how}, fewer than n_clusters={n_clusters}; identical points cannot be split into "
+            "clusters. Lower n_clusters or remove duplicate rows."
+        )
+    n_dup = X.shape[0] - n_distinct
+    if n_dup:
+        warnings.warn(
+            f"{name} has {n_dup} duplicate row(s){how}; a duplicate self-expresses through its twin only, which "
+            "can cut it off from its cluster. Remove duplicates (e.g. np.unique(X, axis=0)).",
+            DuplicatePointsWarning, stacklevel=4,
+        )
+    return n_distinct
 
 
 def check_n_clusters(n_clusters, n_samples):
@@ -121,7 +201,12 @@ def check_is_fitted(estimator, attribute):
         )
 
 
-def check_n_features(X, expected, name="X"):
-    """Raise when ``X`` has a different number of features than the fitted model."""
+def check_n_features(X, expected, name="X", estimator=None):
+    """Raise ``ValueError`` when ``X`` has a different number of features than the fitted model.
+
+    The message follows scikit-learn's: "X has 3 features, but SENet is expecting 4 features as input".
+    """
     if X.shape[1] != expected:
-        raise ValueError(f"{name} has {X.shape[1]} features, but the model was fitted with {expected} features")
+        who = type(estimator).__name__ if estimator is not None else "the model"
+        raise ValueError(f"{name} has {X.shape[1]} features, but {who} is expecting {expected} features as input "
+                         "(the number of features it was fitted with)")

@@ -20,6 +20,8 @@ from sklearn.cluster import KMeans, MiniBatchKMeans
 from sklearn.preprocessing import normalize
 from sklearn.utils import check_random_state
 
+from .._memory import check_allocation
+
 __all__ = ["spectral_embedding", "spectral_clustering", "check_affinity"]
 
 _SOLVERS = ("auto", "arpack", "lobpcg", "dense")
@@ -149,6 +151,9 @@ def _top_eigvecs(M, deg, isolated, k, solver, rng):
             raise ValueError(f"n_components={k} must be smaller than n_samples - 1 = {n - 1}")
         solver = "dense"
     if solver == "dense":
+        check_allocation(3 * 8 * n * n, f"the dense eigendecomposition of the {n} x {n} affinity matrix",
+                         f"use n_components < n_samples - 1 (now {k}) so that a sparse eigensolver is used, or "
+                         "eigen_solver='arpack'")
         vals, vecs = scipy.linalg.eigh(M.toarray(), subset_by_index=[n - k, n - 1])
         return vals[::-1], vecs[:, ::-1]
     if solver == "lobpcg":

@@ -13,15 +13,34 @@ import time
 import numpy as np
 from sklearn.base import BaseEstimator, ClusterMixin
 
-from .._validation import check_data, check_n_clusters, check_positive, check_random_state_int
+from .._memory import check_allocation
+from .._validation import (check_data, check_distinct_points, check_n_clusters, check_positive,
+                           check_random_state_int)
 
 __all__ = ["SelfExpressiveClustering", "normalize_rows"]
 
 
 def normalize_rows(X, eps=1e-12):
-    """Scale every row of ``X`` to unit Euclidean norm (float32)."""
+    """Scale every row of ``X`` to unit Euclidean norm (float32).
+
+    Rows whose float32 norm overflows or underflows (entries beyond about 1e19 or below about 1e-19)
+    are scaled in float64, so they too come out with unit norm instead of zero or NaN.
+    """
     X = np.asarray(X, dtype=np.float32)
-    return X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), eps)
+    with np.errstate(over="ignore", under="ignore"):
+        norms = np.linalg.norm(X, axis=1, keepdims=True)
+        out = X / np.maximum(norms, eps)
+    bad = np.flatnonzero(~np.isfinite(norms[:, 0]) | (norms[:, 0] < 1e-15))
+    if bad.size:
+        X64 = X[bad].astype(np.float64)
+        n64 = np.linalg.norm(X64, axis=1, keepdims=True)
+        out[bad] = (X64 / np.where(n64 > 0, n64, 1.0)).astype(np.float32)
+    return out
+
+
+def _max_row_norm(X, chunk=8192):
+    """Largest Euclidean row norm of ``X``, computed in float64 (no overflow), in chunks of rows."""
+    return max(float(np.linalg.norm(X[s:s + chunk].astype(np.float64), axis=1).max()) for s in range(0, len(X), chunk))
 
 
 class SelfExpressiveClustering(ClusterMixin, BaseEstimator):
@@ -60,11 +79,33 @@ class SelfExpressiveClustering(ClusterMixin, BaseEstimator):
             check_positive(self.n_components, "n_components", integer=True)
         check_positive(self.n_init, "n_init", integer=True)
         check_random_state_int(self.random_state)
-        return normalize_rows(X) if getattr(self, "normalize", True) else X
+        normalize = getattr(self, "normalize", True)
+        if normalize:
+            X = normalize_rows(X)
+        else:
+            big = _max_row_norm(X)
+            if big > 1e18:  # inner products of such rows overflow float32
+                raise ValueError(f"X has rows of norm up to {big:.3g}; their inner products overflow float32. "
+                                 "Rescale X or set normalize=True")
+        check_distinct_points(X, self.n_clusters, normalized=normalize)
+        return X
+
+    def _memory_estimate(self, n_samples, n_features):
+        """Peak bytes of the coefficient step and the hint to print when they do not fit.
+
+        Subclasses with blockwise steps return ``[(nbytes, what, parameter_hint), ...]``; each entry is
+        checked by :func:`selfexpress._memory.check_allocation` before any work starts.
+        """
+        return []
+
+    def _check_memory(self, n_samples, n_features):
+        for nbytes, what, hint in self._memory_estimate(n_samples, n_features):
+            check_allocation(int(nbytes), what, hint, device=getattr(self, "device", "cpu"))
 
     def fit_coef(self, X):
         """Compute only the self-expressive coefficients ``coef_`` (no clustering)."""
         X = self._check_common(X)
+        self._check_memory(*X.shape)
         self.n_features_in_ = X.shape[1]
         self.timings_ = {}
         t0 = time.perf_counter()

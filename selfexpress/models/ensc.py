@@ -704,6 +704,17 @@ class ElasticNetSubspaceClustering(SelfExpressiveClustering):
         self._check_params()
         return super()._check_common(X)
 
+    def _memory_estimate(self, n_samples, n_features):
+        N, D = n_samples, n_features
+        if self.algorithm == "per_point":
+            return [(8 * N * D + 64 * N, f"the EnSC per-point solver on {N} x {D} float64 data",
+                     "reduce n_samples or n_features (e.g. PCA)")]
+        B, K = min(int(self.block_size), N), min(int(self.support_size), N - 1)
+        return [(6 * B * N + 16 * N * K + 14 * N * D + 8 * max(64, min(1024, B)) * K * K,
+                 f"the EnSC active-set solver on {N} points (block_size x n_samples tiles {B} x {N}, "
+                 f"n_samples x support_size supports {N} x {K})",
+                 f"lower block_size (now {self.block_size}) or support_size (now {self.support_size})")]
+
     def _fit_coef(self, X):
         C, info = elastic_net_coef(
             X, gamma=self.gamma, tau=self.tau, gamma_nz=self.gamma_nz, algorithm=self.algorithm,

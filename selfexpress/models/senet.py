@@ -39,8 +39,9 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
-from .._validation import (check_data, check_fraction, check_is_fitted, check_n_features, check_positive,
-                           check_random_state_int)
+from .._memory import check_allocation
+from .._validation import (check_data, check_fraction, check_is_fitted, check_n_clusters, check_n_features,
+                           check_positive, check_random_state_int)
 from .base import SelfExpressiveClustering, normalize_rows
 
 __all__ = ["SENet", "SENetModule", "senet_loss_sgd", "senet_backward_two_pass", "senet_loss_distill",
@@ -390,6 +391,37 @@ class SENet(SelfExpressiveClustering):
             module = SENetModule(in_dim, hs, int(self.embed_dim))
         return module.to(self.device)
 
+    def _memory_estimate(self, n_samples, n_features):
+        """Training (autograd graph) and inference (coefficient tiles) peak bytes; see ``_check_memory``."""
+        hs = self._check_params()
+        p, D = int(self.embed_dim), n_features
+        n_tr = min(int(self.n_train or n_samples), n_samples)
+        m = min(int(self.batch_size), n_tr)
+        dims = [D, *hs, p]
+        n_params = 2 * sum((a + 1) * b for a, b in zip(dims[:-1], dims[1:]))
+        per_atom = 8 * (D + 2 * sum(hs) + 2 * p)  # activations kept for backward + their gradients
+        out = []
+        if self.teacher is None:
+            cols = n_tr if self.algorithm == "sgd" else min(int(self.block_size), n_tr)
+            hint = ("use algorithm='two_pass' (memory independent of n_samples), lower batch_size, or train on a "
+                    "subset with n_train" if self.algorithm == "sgd" else "lower block_size or batch_size")
+            out.append((16 * n_params + cols * per_atom + 20 * m * cols + 4 * n_tr * D,
+                        f"SENet training ({self.algorithm}: batch_size x {cols} coefficient blocks and the key "
+                        f"network's activations for {cols} atoms of width {max(dims)})", hint))
+        out.append((self._inference_bytes(n_samples, n_samples, D),
+                    f"SENet coefficients of {n_samples} points (block_size x block_size tiles)",
+                    f"lower block_size (now {self.block_size})"))
+        return out
+
+    def _inference_bytes(self, n_rows, n_dict, n_features):
+        hs = self._check_params()
+        p = int(self.embed_dim)
+        k = min(int(self.n_nonzero), n_dict)
+        rb = min(max(int(self.block_size), 1), n_rows)
+        cb = min(max(int(self.block_size), 2 * k), n_dict)
+        return (4 * n_dict * p + 4 * max(rb, min(n_dict, 1000)) * (n_features + sum(hs) + p) + 16 * rb * cb
+                + 12 * n_rows * k)
+
     def _tensor(self, X):
         return torch.as_tensor(np.ascontiguousarray(X, dtype=np.float32), device=self.device)
 
@@ -486,7 +518,6 @@ class SENet(SelfExpressiveClustering):
             verbose=self.verbose, callbacks=callbacks, log_every=max(1, int(self.n_iter) // 2000),
             checkpoint_dir=self.checkpoint_dir, checkpoint_every=self.checkpoint_every, resume=self.resume,
             fingerprint=self._fingerprint(Xtr), desc="SENet")
-        self.trainer_ = trainer
         t0 = time.perf_counter()
         trainer.run()
         self.timings_["train"] = time.perf_counter() - t0
@@ -546,7 +577,7 @@ class SENet(SelfExpressiveClustering):
     # ------------------------------------------------------------------ inference
     def _prepare(self, X, name="X"):
         X = check_data(X, name=name, min_samples=1)
-        check_n_features(X, self.n_features_in_, name)
+        check_n_features(X, self.n_features_in_, name, estimator=self)
         return normalize_rows(X) if self.normalize else X
 
     @torch.no_grad()
@@ -562,6 +593,10 @@ class SENet(SelfExpressiveClustering):
         from ..graph import StreamingTopK, topk_to_csr
 
         module = self.module_
+        check_allocation(self._inference_bytes(X.shape[0], D.shape[0], D.shape[1]),
+                         f"SENet coefficients of {X.shape[0]} points on {D.shape[0]} atoms",
+                         f"lower block_size (now {self.block_size}) or n_nonzero (now {self.n_nonzero})",
+                         device=self.device)
         keys = self._embed(module.key, D)  # once for the whole dictionary
         nd = D.shape[0]
         k = min(int(n_nonzero or self.n_nonzero), nd)
@@ -727,26 +762,65 @@ class SENet(SelfExpressiveClustering):
 
     @classmethod
     def load(cls, path, device=None):
-        """Load a model written by :meth:`save` (``ValueError`` on a foreign, corrupt or mismatched file)."""
+        """Load a model written by :meth:`save`.
+
+        Only safetensors + JSON are read (nothing is unpickled), and every part is checked before it is
+        used: the file's kind and format version, the parameters (the same validation as ``fit``), the
+        network's tensor names, shapes and dtypes against those the parameters imply (computed without
+        allocating the network, so a tampered JSON cannot make it allocate a huge one), and the dictionary
+        and labels (shapes, finite values, labels in ``[0, n_clusters)``). ``ValueError`` naming the file
+        and the problem otherwise.
+        """
         from ..io import load_model_file
 
         tensors, config = load_model_file(path, kind=MODEL_KIND)
+        invalid = f"{path} is not a valid SENet model file"
         try:
             params = dict(config["params"])
             params["hidden_sizes"] = tuple(params["hidden_sizes"])
             if device is not None:
                 params["device"] = device
             model = cls(**params)
-            model.n_features_in_ = int(config["n_features_in"])
-            model.module_ = model._build(model.n_features_in_)
-            model.module_.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
-        except (KeyError, TypeError, RuntimeError) as exc:
-            raise ValueError(f"{path} is not a valid SENet model file: {exc}") from None
+            hs = model._check_params()
+            n_features = config["n_features_in"]
+            if isinstance(n_features, bool) or not isinstance(n_features, int) or n_features < 1:
+                raise ValueError(f"n_features_in must be a positive integer, got {n_features!r}")
+            check_n_clusters(model.n_clusters, 2 ** 62)
+            with torch.device("meta"):  # shapes only, no memory
+                expected = {f"net.{k}": v for k, v in SENetModule(n_features, hs, int(model.embed_dim)).state_dict().items()}
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise ValueError(f"{invalid}: {exc}") from None
+        for k, v in expected.items():
+            t = tensors.get(k)
+            if t is None or tuple(t.shape) != tuple(v.shape) or t.dtype != v.dtype:
+                got = "missing" if t is None else f"{t.dtype} {list(t.shape)}"
+                raise ValueError(f"{invalid}: network tensor {k!r} is {got}, the parameters imply "
+                                 f"{v.dtype} {list(v.shape)}")
+        extra = sorted(set(tensors) - set(expected) - {"dictionary", "dictionary_labels", "labels"})
+        if extra:
+            raise ValueError(f"{invalid}: unexpected tensors {extra}")
+        D, dl, lab = (tensors.get(k) for k in ("dictionary", "dictionary_labels", "labels"))
+        if D is None or dl is None or lab is None:
+            raise ValueError(f"{invalid}: the dictionary or the labels are missing")
+        if D.dtype != torch.float32 or D.ndim != 2 or D.shape[1] != n_features or D.shape[0] < 1:
+            raise ValueError(f"{invalid}: dictionary is {D.dtype} {list(D.shape)}, expected float32 "
+                             f"(n_atoms, {n_features})")
+        if not bool(torch.isfinite(D).all()):
+            raise ValueError(f"{invalid}: dictionary contains NaN or infinity")
+        for name, t, n in (("dictionary_labels", dl, D.shape[0]), ("labels", lab, None)):
+            if t.dtype != torch.int64 or t.ndim != 1 or (n is not None and t.shape[0] != n):
+                raise ValueError(f"{invalid}: {name} is {t.dtype} {list(t.shape)}, expected int64 "
+                                 f"({'n_atoms' if n is not None else 'n_samples'},)")
+            if t.numel() and (int(t.min()) < 0 or int(t.max()) >= model.n_clusters):
+                raise ValueError(f"{invalid}: {name} are not in [0, n_clusters={model.n_clusters})")
+        model.n_features_in_ = n_features
+        model.module_ = model._build(n_features)
+        model.module_.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
         model.module_.eval()
-        model.dictionary_ = tensors["dictionary"].numpy().astype(np.float32)
-        model.dictionary_labels_ = tensors["dictionary_labels"].numpy().astype(np.int64)
-        model.labels_ = tensors["labels"].numpy().astype(np.int64)
-        model.n_iter_ = int(config.get("n_iter_done", 0))
+        model.dictionary_ = D.numpy().astype(np.float32)
+        model.dictionary_labels_ = dl.numpy().astype(np.int64)
+        model.labels_ = lab.numpy().astype(np.int64)
+        model.n_iter_ = int(config.get("n_iter_done", 0) or 0)
         model.history_ = config.get("history")
         model.timings_ = config.get("timings", {})
         return model

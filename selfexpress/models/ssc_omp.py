@@ -21,6 +21,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from .._memory import check_allocation
 from .._validation import check_positive
 from .base import SelfExpressiveClustering
 
@@ -37,6 +38,12 @@ def omp_coef(X, n_nonzero=10, thr=1e-6, block_size=1024, device="cpu", verbose=F
     X32 = torch.as_tensor(np.ascontiguousarray(X, dtype=np.float32), device=dev)
     N, D = X32.shape
     k_max = int(min(n_nonzero, N - 1))
+    B = min(int(block_size), N)
+    check_allocation(
+        4 * B * N + 16 * B * k_max * D + 32 * B * D + 24 * N * k_max,
+        f"SSC-OMP on {N} points (float32 coherence tiles of block_size x n_samples = {B} x {N}, float64 "
+        f"least-squares of block_size x n_nonzero x n_features = {B} x {k_max} x {D})",
+        f"lower block_size (now {block_size}) or n_nonzero (now {n_nonzero})", device=dev)
     rows_all, cols_all, vals_all = [], [], []
     n_blocks = (N + block_size - 1) // block_size
     iterator = range(0, N, block_size)
