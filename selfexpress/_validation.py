@@ -136,9 +136,9 @@ def check_distinct_points(X, n_clusters, *, name="X", normalized=False):
     n_distinct = int(np.unique(rows).size)
     how = " (after scaling rows to unit norm)" if normalized else ""
     if n_distinct < n_clusters:
-        kind = "constant (every row is the same point)" if n_distinct == 1 else f"only {n_distinct} distinct rows"
+        kind = "is constant (every row is the same point)" if n_distinct == 1 else f"has only {n_distinct} distinct rows"
         raise ValueError(
-            f"{name} is {kind}{how}, fewer than n_clusters={n_clusters}; identical points cannot be split into "
+            f"{name} {kind}{how}, fewer than n_clusters={n_clusters}; identical points cannot be split into "
             "clusters. Lower n_clusters or remove duplicate rows."
         )
     n_dup = X.shape[0] - n_distinct

@@ -106,8 +106,8 @@ def _check_safetensors_header(data: bytes, wpath):
         raise ValueError(f"{bad}: {len(data)} bytes is too short for a safetensors file")
     n = int.from_bytes(data[:8], "little")
     if n > min(len(data) - 8, _MAX_HEADER):
-        raise ValueError(f"{bad}: not a safetensors file (header length {n} exceeds the file size {len(data)}); "
-                         "model weights are only read from safetensors, never from pickle")
+        raise ValueError(f"{bad}: its header length {n} exceeds the file size {len(data)} (cut short, or not a "
+                         "safetensors file at all: model weights are only read from safetensors, never from pickle)")
     try:
         header = json.loads(data[8:8 + n].decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:

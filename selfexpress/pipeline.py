@@ -79,6 +79,8 @@ def load_input(dataset="synthetic", input_path=None, labels_path=None, data_dir=
         else:
             X = load_array(path)
         y = load_labels(labels_path) if labels_path else None
+        if y is not None and len(y) != len(X):
+            raise ValueError(f"labels file {labels_path} holds {len(y)} labels but {input_path} holds {len(X)} points")
         return X, y, (len(np.unique(y)) if y is not None else None)
     if dataset == "synthetic":
         from .data import make_union_of_subspaces

@@ -20,6 +20,7 @@ import shutil
 import sys
 import tempfile
 import urllib.request
+import warnings
 import zlib
 from pathlib import Path
 
@@ -191,7 +192,9 @@ def load_array(path, *, mmap_mode=None, delimiter=None, skiprows=0, dtype=np.flo
         if delimiter is None:
             delimiter = {".csv": ",", ".tsv": "\t"}.get(suffix)
         try:
-            return np.loadtxt(path, delimiter=delimiter, skiprows=skiprows, dtype=dtype, ndmin=2)
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*input contained no data")
+                arr = np.loadtxt(path, delimiter=delimiter, skiprows=skiprows, dtype=dtype, ndmin=2)
         except ValueError as exc:
             bad = _find_ragged_line(path, delimiter, skiprows)
             if bad is not None:
@@ -199,6 +202,9 @@ def load_array(path, *, mmap_mode=None, delimiter=None, skiprows=0, dtype=np.flo
                 raise ValueError(f"{path}: line {lineno} has {n} fields but the first data row has {expected} "
                                  "(ragged rows)") from None
             raise ValueError(f"could not read {path} as a numeric table: {exc}") from None
+        if arr.size == 0:
+            raise ValueError(f"{path} holds no data rows (empty file, or only comments and header)")
+        return arr
     raise ValueError(f"{path}: unsupported file type {suffix!r}; expected .npy, .csv, .txt, .tsv or .dat "
                      "(use load_mat for .mat and load_idx for idx files)")
 

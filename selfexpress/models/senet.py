@@ -787,7 +787,8 @@ class SENet(SelfExpressiveClustering):
                 raise ValueError(f"n_features_in must be a positive integer, got {n_features!r}")
             check_n_clusters(model.n_clusters, 2 ** 62)
             with torch.device("meta"):  # shapes only, no memory
-                expected = {f"net.{k}": v for k, v in SENetModule(n_features, hs, int(model.embed_dim)).state_dict().items()}
+                net = SENetModule(n_features, hs, int(model.embed_dim))
+            expected = {f"net.{k}": v for k, v in net.state_dict().items()}
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
             raise ValueError(f"{invalid}: {exc}") from None
         for k, v in expected.items():
@@ -796,6 +797,8 @@ class SENet(SelfExpressiveClustering):
                 got = "missing" if t is None else f"{t.dtype} {list(t.shape)}"
                 raise ValueError(f"{invalid}: network tensor {k!r} is {got}, the parameters imply "
                                  f"{v.dtype} {list(v.shape)}")
+            if not bool(torch.isfinite(t).all()):
+                raise ValueError(f"{invalid}: network tensor {k!r} contains NaN or infinity")
         extra = sorted(set(tensors) - set(expected) - {"dictionary", "dictionary_labels", "labels"})
         if extra:
             raise ValueError(f"{invalid}: unexpected tensors {extra}")
