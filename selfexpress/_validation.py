@@ -85,7 +85,7 @@ def check_data(X, *, name="X", dtype=np.float32, min_samples=2, allow_zero_rows=
     if arr.ndim == 1:
         raise ValueError(
             f"{name} is 1-D (shape {arr.shape}); expected a 2-D array of shape (n_samples, n_features). "
-            "Reshape with X.reshape(-1, 1) for one feature or X.reshape(1, -1) for one sample."
+            "Reshape your data with X.reshape(-1, 1) for one feature or X.reshape(1, -1) for one sample."
         )
     if arr.ndim != 2:
         raise ValueError(f"{name} must be 2-D (n_samples, n_features), got {arr.ndim}-D with shape {arr.shape}")
@@ -137,9 +137,11 @@ def check_distinct_points(X, n_clusters, *, name="X", normalized=False):
     how = " (after scaling rows to unit norm)" if normalized else ""
     if n_distinct < n_clusters:
         kind = "is constant (every row is the same point)" if n_distinct == 1 else f"has only {n_distinct} distinct rows"
+        one = (f" With 1 feature(s) every point scales to +1 or -1: subspace clustering needs n_features >= 2."
+               if normalized and X.shape[1] == 1 else "")
         raise ValueError(
             f"{name} {kind}{how}, fewer than n_clusters={n_clusters}; identical points cannot be split into "
-            "clusters. Lower n_clusters or remove duplicate rows."
+            f"clusters. Lower n_clusters or remove duplicate rows.{one}"
         )
     n_dup = X.shape[0] - n_distinct
     if n_dup:
