@@ -71,7 +71,7 @@ def run_dataset(name, support_size, block_size, max_rounds, seed=0):
                                    block_size=block_size, max_rounds=max_rounds, verbose=True, return_info=True)
     rec = {"dataset": name, "n_samples": int(X.shape[0]), "n_features": int(X.shape[1]), "n_clusters": n_clusters,
            "params": {"gamma": GAMMA, "tau": TAU, "gamma_nz": True, "support_size": support_size,
-                      "block_size": block_size, "max_rounds": max_rounds, "tol": 1e-3, "oracle_dtype": "bfloat16",
+                      "block_size": block_size, "max_rounds": max_rounds, "tol": 1e-3, "oracle_dtype": "auto",
                       "n_components": N_COMPONENTS, "n_init": 20, "random_state": seed},
            "certified_fraction": info["certified_fraction"], "n_uncertified": info["n_uncertified"],
            "rounds": info["rounds"], "solver_times": info["times"], "nnz_per_row": float(C.nnz / X.shape[0]),
