@@ -146,14 +146,14 @@ def _top_eigvecs(M, deg, isolated, k, solver, rng):
             solver = "lobpcg"
         else:
             solver = "arpack"
+    hint = "pass eigen_solver='arpack' (sparse)"
     if solver != "dense" and k >= n - 1:
         if n > DENSE_MAX_NODES * 5:
             raise ValueError(f"n_components={k} must be smaller than n_samples - 1 = {n - 1}")
         solver = "dense"
+        hint = f"use n_components < n_samples - 1 = {n - 1} (now {k}) so that a sparse eigensolver is used"
     if solver == "dense":
-        check_allocation(3 * 8 * n * n, f"the dense eigendecomposition of the {n} x {n} affinity matrix",
-                         f"use n_components < n_samples - 1 (now {k}) so that a sparse eigensolver is used, or "
-                         "eigen_solver='arpack'")
+        check_allocation(3 * 8 * n * n, f"the dense eigendecomposition of the {n} x {n} affinity matrix", hint)
         vals, vecs = scipy.linalg.eigh(M.toarray(), subset_by_index=[n - k, n - 1])
         return vals[::-1], vecs[:, ::-1]
     if solver == "lobpcg":

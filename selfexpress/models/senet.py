@@ -409,8 +409,8 @@ class SENet(SelfExpressiveClustering):
                         f"SENet training ({self.algorithm}: batch_size x {cols} coefficient blocks and the key "
                         f"network's activations for {cols} atoms of width {max(dims)})", hint))
         out.append((self._inference_bytes(n_samples, n_samples, D),
-                    f"SENet coefficients of {n_samples} points (block_size x block_size tiles)",
-                    f"lower block_size (now {self.block_size})"))
+                    f"SENet coefficients of {n_samples} points (block_size x block_size tiles, n_nonzero per row)",
+                    f"lower block_size (now {self.block_size}) or n_nonzero (now {self.n_nonzero})"))
         return out
 
     def _inference_bytes(self, n_rows, n_dict, n_features):
