@@ -1,13 +1,12 @@
-"""SENet on real images at full scale (issue: real data) and the out-of-sample protocol of senet.txt Table 2.
+"""SENet on real images at full scale (senet.txt section 4.2): features, training on sampled points, coefficients
+of the whole dataset, graph, spectral clustering.
 
-    python benchmarks/senet_real.py full  --dataset mnist-full [--cold-features] [SENet options]
-    python benchmarks/senet_real.py table2 --dataset mnist --n-train 1000 2000 [SENet options]
+    python benchmarks/senet_real.py --dataset mnist-full [--cold-features] [SENet options]
 
-``full``: features (scattering + PCA, from the idx files; ``--cold-features`` uses an empty cache so the
-feature time is included), SENet trained on ``--n-train`` sampled points, coefficients of all points against
-all points (streaming top-k), graph, spectral clustering (15 eigenvectors). ``table2``: SENet trained on N
-points of the train split, coefficients of the test split against itself, spectral clustering of the test split.
-Writes one JSON per run to benchmarks/results/ with per-stage wall times and peak RSS.
+Features (scattering + PCA, from the idx files; ``--cold-features`` uses an empty cache so the feature time is
+included), SENet trained on ``--n-train`` sampled points, coefficients of all points against all points (streaming
+top-k), graph, spectral clustering (15 eigenvectors). Writes ``benchmarks/results/senet_full_<dataset>.json`` with
+per-stage wall times and peak RSS. The out-of-sample protocol (Table 2) is benchmarks/table2.py.
 """
 
 from __future__ import annotations
@@ -57,36 +56,9 @@ def run_full(a):
         "paper": PAPER.get((a.dataset, "senet")), "threshold_b": float(model.module_.threshold.detach())})
 
 
-def run_table2(a):
-    from selfexpress.cluster import spectral_clustering
-    from selfexpress.features import dataset_features
-    from selfexpress.graph import affinity_from_coef
-    from selfexpress.metrics import evaluate
-    from selfexpress.models.senet import SENet
-
-    Xtr, ytr = dataset_features(f"{a.dataset}-train", data_dir=str(DATA_DIR), cache_dir=str(CACHE_DIR))
-    Xte, yte = dataset_features(f"{a.dataset}-test", data_dir=str(DATA_DIR), cache_dir=str(CACHE_DIR))
-    rows = []
-    for n in a.n_train:
-        st = Stages()
-        idx = np.random.default_rng(a.seed).choice(len(Xtr), n, replace=False)
-        model = SENet(10, verbose=True, **senet_params(a))
-        with st("train"):
-            model.fit_coef(Xtr[idx])
-        with st("test_coefficients"):
-            C = model.self_expressive_coefficients(Xte, Xte, n_nonzero=a.n_nonzero)
-        with st("graph+spectral"):
-            lab = spectral_clustering(affinity_from_coef(C, a.affinity), 10, n_components=15, random_state=a.seed)
-        m = evaluate(yte, lab, coef=C)
-        print(f"N={n}: test ACC {m['acc']:.4f} SRE {m['sre']:.2f}  {st.times}")
-        rows.append({"n_train": n, "metrics": m, "stage_seconds": st.times, "paper_acc": PAPER.get((a.dataset, n))})
-    write_result(f"senet_table2_{a.dataset}", {"dataset": f"{a.dataset}-test", "n_samples": int(len(yte)),
-                                              "method": "senet", "params": senet_params(a), "rows": rows})
-
-
-def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("mode", choices=["full", "table2"])
+def senet_arg_parser(doc):
+    """The SENet options shared by this script and table2.py."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", default="mnist-full")
     p.add_argument("--n-train", type=int, nargs="+", default=[2000])
     p.add_argument("--n-iter", type=int, default=3000)
@@ -100,14 +72,16 @@ def main():
     p.add_argument("--n-nonzero", type=int, default=100)
     p.add_argument("--affinity", default="symmetric", choices=["symmetric", "knn"])
     p.add_argument("--teacher", default=None, choices=["ensc"], help="EnSC teacher (CPU accelerator)")
-    p.add_argument("--cold-features", action="store_true")
     p.add_argument("--seed", type=int, default=0)
+    return p
+
+
+def main():
+    p = senet_arg_parser(__doc__)
+    p.add_argument("--cold-features", action="store_true")
     a = p.parse_args()
-    if a.mode == "full":
-        a.n_train = a.n_train[0]
-        run_full(a)
-    else:
-        run_table2(a)
+    a.n_train = a.n_train[0]
+    run_full(a)
 
 
 if __name__ == "__main__":

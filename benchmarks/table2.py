@@ -1,0 +1,75 @@
+"""senet.txt Table 2 on this machine: SENet trained on N points of the train split, then used to compute the
+self-expressive coefficients of the *test* split (out-of-sample), spectral clustering of the test split; EnSC
+computed directly on the test split in the same run for the side-by-side row.
+
+    python benchmarks/table2.py --dataset mnist --n-train 1000 2000 5000 10000 20000 [SENet options]
+    python benchmarks/table2.py --dataset fashion-mnist --n-train 20000 --no-ensc
+
+Writes ``benchmarks/results/table2_<dataset>.json``: dataset, n_samples (test points), method, N, ACC/NMI/ARI/SRE,
+per-stage wall time and peak RSS for every row (SENet options as in benchmarks/senet_real.py).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+import _common  # noqa: F401  (sets sys.path)
+from _common import CACHE_DIR, DATA_DIR, Stages, peak_rss_mb, write_result
+from senet_real import PAPER, senet_arg_parser, senet_params
+
+
+def ensc_row(Xte, yte, seed):
+    from selfexpress.pipeline import make_estimator
+    from selfexpress.metrics import evaluate
+
+    st = Stages()
+    est, params = make_estimator("ensc", 10, dataset="mnist", random_state=seed)
+    with st("fit"):
+        est.fit(Xte)
+    m = evaluate(yte, est.labels_, coef=est.coef_)
+    print(f"EnSC on the test split: ACC {m['acc']:.4f} SRE {m['sre']:.2f}  {st.times}", flush=True)
+    return {"method": "ensc", "n_train": None, "metrics": m, "stage_seconds": st.times,
+            "certified_fraction": est.certified_fraction_, "params": params}
+
+
+def senet_row(a, Xtr, Xte, yte, n):
+    from selfexpress.cluster import spectral_clustering
+    from selfexpress.graph import affinity_from_coef
+    from selfexpress.metrics import evaluate
+    from selfexpress.models.senet import SENet
+
+    st = Stages()
+    idx = np.random.default_rng(a.seed).choice(len(Xtr), n, replace=False)
+    model = SENet(10, verbose=True, **senet_params(a))
+    with st("train"):
+        model.fit_coef(Xtr[idx])
+    with st("test_coefficients"):
+        C = model.self_expressive_coefficients(Xte, Xte, n_nonzero=a.n_nonzero)
+    with st("graph+spectral"):
+        A = affinity_from_coef(C, a.affinity, n_neighbors=3)
+        lab = spectral_clustering(A, 10, n_components=15, random_state=a.seed)
+    m = evaluate(yte, lab, coef=C)
+    print(f"SENet N={n}: test ACC {m['acc']:.4f} SRE {m['sre']:.2f}  {st.times}", flush=True)
+    return {"method": "senet", "n_train": n, "metrics": m, "stage_seconds": st.times,
+            "paper_acc": PAPER.get((a.dataset, n)), "peak_rss_mb_so_far": round(peak_rss_mb(), 1)}
+
+
+def main():
+    from selfexpress.features import dataset_features
+
+    p = senet_arg_parser(__doc__)
+    p.add_argument("--no-ensc", action="store_true", help="skip the EnSC row on the test split")
+    a = p.parse_args()
+    if a.dataset.endswith(("-full", "-train", "-test")):
+        p.error("--dataset takes the base name (mnist, fashion-mnist); the train and test splits are used")
+    Xtr, _ = dataset_features(f"{a.dataset}-train", data_dir=str(DATA_DIR), cache_dir=str(CACHE_DIR))
+    Xte, yte = dataset_features(f"{a.dataset}-test", data_dir=str(DATA_DIR), cache_dir=str(CACHE_DIR))
+    yte = np.asarray(yte)
+    rows = [] if a.no_ensc else [ensc_row(Xte, yte, a.seed)]
+    rows += [senet_row(a, Xtr, Xte, yte, n) for n in a.n_train]
+    write_result(f"table2_{a.dataset}", {"dataset": f"{a.dataset}-test", "n_samples": int(len(yte)),
+                                         "params": senet_params(a), "rows": rows})
+
+
+if __name__ == "__main__":
+    main()
