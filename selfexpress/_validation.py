@@ -2,7 +2,9 @@
 
 Every public entry point calls these helpers so that bad input fails early with a
 clear message naming the problem (scikit-learn exception types: ``ValueError`` for
-bad values, ``sklearn.exceptions.NotFittedError`` for unfitted models).
+bad values, ``TypeError`` for unsupported containers such as scipy.sparse matrices,
+``sklearn.exceptions.NotFittedError`` for unfitted models). ``docs/reliability.md``
+lists every bad input tested and the message it gives.
 """
 
 from __future__ import annotations
