@@ -642,7 +642,9 @@ def test_same_seed_same_labels_and_no_global_rng_use(target):
         assert torch.equal(torch.get_rng_state(), state_torch)
     a, b = fits
     np.testing.assert_array_equal(a.labels_, b.labels_)
-    assert (a.coef_ != b.coef_).nnz == 0
+    # coefficients agree to rounding: LAPACK/BLAS kernels may round differently with the memory alignment of their
+    # inputs (measured: SSC-OMP's batched least squares, one entry of ~1e-17 differing by 1.7e-18 in 3 of 30 runs)
+    assert abs(a.coef_ - b.coef_).max() <= 1e-12 * max(1.0, abs(a.coef_).max())
 
 
 if __name__ == "__main__":  # regenerate the docs table
