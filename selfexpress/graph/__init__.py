@@ -6,6 +6,8 @@
 """
 
 from ._affinity import affinity_from_coef, knn_rows
+from ._backends import BACKENDS, blockwise_coefficients, coef_topk_block
 from ._topk import StreamingTopK, topk_to_csr
 
-__all__ = ["affinity_from_coef", "knn_rows", "topk_to_csr", "StreamingTopK"]
+__all__ = ["affinity_from_coef", "knn_rows", "topk_to_csr", "StreamingTopK", "BACKENDS", "blockwise_coefficients",
+           "coef_topk_block"]

@@ -294,6 +294,13 @@ class SENet(SelfExpressiveClustering):
     device : str, default "cpu"
     verbose : bool, progress bar with the running loss.
     checkpoint_dir, checkpoint_every, resume : see :class:`selfexpress.train.Trainer`.
+    backend : {"local", "dask", "faiss"}, default "local"
+        Engine of the coefficient stage (queries against the dictionary, top-``n_nonzero`` per row):
+        in-process blocks, one ``dask.distributed`` task per block (same result), or faiss candidate search
+        (approximate with an IVF index; needed for 10^6 points). See :mod:`selfexpress.graph._backends`.
+    backend_options : dict or None
+        Options of the backend: ``dask_address`` (None: a 2-worker ``LocalCluster``), ``n_workers``;
+        ``n_candidates``, ``faiss_index`` ("flat" | "ivf"), ``nlist``, ``nprobe`` for faiss.
 
     Attributes
     ----------
@@ -310,7 +317,8 @@ class SENet(SelfExpressiveClustering):
                  grad_clip=0.001, n_neighbors=3, affinity="knn", n_components=None, n_init=20, n_nonzero=1000,
                  normalize=True, n_train=None, teacher=None, teacher_weight=3000.0, n_sampled_atoms=1000,
                  inactive_grad="zero", eval_every=None, random_state=None, device="cpu",
-                 verbose=False, checkpoint_dir=None, checkpoint_every=1000, resume=False):
+                 verbose=False, checkpoint_dir=None, checkpoint_every=1000, resume=False, backend="local",
+                 backend_options=None):
         self.n_clusters = n_clusters
         self.hidden_sizes = hidden_sizes
         self.embed_dim = embed_dim
@@ -341,6 +349,8 @@ class SENet(SelfExpressiveClustering):
         self.checkpoint_dir = checkpoint_dir
         self.checkpoint_every = checkpoint_every
         self.resume = resume
+        self.backend = backend
+        self.backend_options = backend_options
 
     # ------------------------------------------------------------------ validation / building
     def _check_params(self):
@@ -377,6 +387,17 @@ class SENet(SelfExpressiveClustering):
             check_positive(self.eval_every, "eval_every", integer=True)
         if self.checkpoint_every is not None:
             check_positive(self.checkpoint_every, "checkpoint_every", integer=True)
+        from ..graph import BACKENDS
+
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
+        allowed = {"dask_address", "n_workers", "n_candidates", "faiss_index", "nlist", "nprobe"}
+        if self.backend_options is not None:
+            if not isinstance(self.backend_options, dict):
+                raise ValueError(f"backend_options must be a dict or None, got {type(self.backend_options).__name__}")
+            unknown = sorted(set(self.backend_options) - allowed)
+            if unknown:
+                raise ValueError(f"unknown backend_options {unknown}; allowed: {sorted(allowed)}")
         try:
             torch.device(self.device)
         except (RuntimeError, TypeError) as exc:
@@ -590,7 +611,7 @@ class SENet(SelfExpressiveClustering):
     @torch.no_grad()
     def _coefficients(self, X, D, exclude_self, n_nonzero=None, threshold=None):
         """Top-``n_nonzero`` coefficients of rows ``X`` (normalised) on dictionary ``D``; CSR (n, n_dict)."""
-        from ..graph import StreamingTopK, topk_to_csr
+        from ..graph import blockwise_coefficients
 
         module = self.module_
         check_allocation(self._inference_bytes(X.shape[0], D.shape[0], D.shape[1]),
@@ -598,24 +619,17 @@ class SENet(SelfExpressiveClustering):
                          f"lower block_size (now {self.block_size}) or n_nonzero (now {self.n_nonzero})",
                          device=self.device)
         keys = self._embed(module.key, D)  # once for the whole dictionary
-        nd = D.shape[0]
-        k = min(int(n_nonzero or self.n_nonzero), nd)
+        k = min(int(n_nonzero or self.n_nonzero), D.shape[0])
         rb = max(int(self.block_size), 1)
-        cb = max(int(self.block_size), 2 * k)
-        thr = module.threshold if threshold is None else torch.as_tensor(threshold, dtype=keys.dtype, device=keys.device)
-        blocks = []
-        for r0 in range(0, X.shape[0], rb):
-            q = module.query(self._tensor(X[r0:r0 + rb]))
-            rows = torch.arange(r0, r0 + q.shape[0], device=q.device) if exclude_self else None
-            topk = StreamingTopK(q.shape[0], k, largest_abs=True, exclude_cols=rows)
-            for c0 in range(0, nd, cb):
-                u = q @ keys[c0:c0 + cb].T
-                topk.update(module.alpha * torch.sign(u) * torch.relu(u.abs() - thr), c0)
-            vals, idx = topk.result()
-            blocks.append(topk_to_csr(vals, idx, nd))
-        C = sp.vstack(blocks, format="csr") if len(blocks) > 1 else blocks[0].tocsr()
-        C.eliminate_zeros()
-        return C
+        thr = float(module.threshold if threshold is None else threshold)
+
+        def queries(r0, r1):  # query embeddings one row block at a time (X may be a memory map)
+            return module.query(self._tensor(X[r0:r1]))
+
+        return blockwise_coefficients((queries, X.shape[0]), keys, alpha=float(module.alpha), threshold=thr,
+                                      n_nonzero=k, exclude_self=exclude_self, block_size=rb,
+                                      col_block=max(rb, 2 * k), backend=self.backend, verbose=self.verbose,
+                                      **(self.backend_options or {}))
 
     def self_expressive_coefficients(self, X=None, dictionary=None, exclude_self=None, n_nonzero=None):
         """Self-expressive coefficients of the rows of ``X`` on ``dictionary``, as CSR (n_X, n_dict).
