@@ -61,6 +61,9 @@ def build_parser():
     m.add_argument("--n-nonzero", type=int, help="non-zeros kept per row of C (SSC-OMP: max support)")
     m.add_argument("--affinity", choices=["symmetric", "knn"], help="graph from C")
     m.add_argument("--n-components", type=int, help="eigenvectors for spectral clustering")
+    m.add_argument("--backend", choices=["local", "dask", "faiss"],
+                   help="SENet coefficient stage: in-process blocks, Dask tasks, or faiss candidate search")
+    m.add_argument("--dask-address", help="scheduler address for --backend dask (default: a local 2-worker cluster)")
     m.add_argument("--random-state", type=int, default=0)
     out = c.add_argument_group("output")
     out.add_argument("--output", type=Path, help="folder for labels.npy and metrics.json")
@@ -88,6 +91,8 @@ def _cmd_cluster(args):
         "gamma": args.gamma, "tau": args.tau, "lmbd": args.lmbd, "n_iter": args.n_iter,
         "hidden_sizes": args.hidden_sizes, "embed_dim": args.embed_dim, "n_nonzero": args.n_nonzero,
         "affinity": args.affinity, "n_components": args.n_components, "n_train": args.n_train,
+        "backend": args.backend,
+        "backend_options": {"dask_address": args.dask_address} if args.dask_address else None,
     }
     t0 = time.perf_counter()
     res = run(dataset=args.dataset, method=args.method, n_clusters=args.n_clusters, input_path=args.input,

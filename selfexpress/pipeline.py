@@ -76,6 +76,8 @@ def load_input(dataset="synthetic", input_path=None, labels_path=None, data_dir=
         elif "idx" in path.rsplit("/", 1)[-1]:
             arr = load_idx(path)
             X = arr.reshape(len(arr), -1)
+        elif path.endswith(".npy"):
+            X = load_array(path, mmap_mode="r")  # memory-mapped: rows are read block by block where possible
         else:
             X = load_array(path)
         y = load_labels(labels_path) if labels_path else None

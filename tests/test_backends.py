@@ -95,3 +95,26 @@ def test_senet_faiss_backend_matches_local():
     b = SENet(backend="faiss", **kw).fit(X)
     np.testing.assert_array_equal(a.coef_.indices, b.coef_.indices)
     np.testing.assert_allclose(a.coef_.data, b.coef_.data, rtol=1e-5, atol=1e-7)
+
+
+def test_cli_npy_input_is_memory_mapped_and_backend_flag_works(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("faiss")
+    from selfexpress import pipeline
+    from selfexpress.cli import main
+    from selfexpress.data import make_union_of_subspaces
+
+    X, y = make_union_of_subspaces(2, 2, 6, 30, random_state=0)[:2]
+    np.save(tmp_path / "X.npy", X.astype(np.float32))
+    seen = {}
+    real = pipeline.load_input
+
+    def spy(*a, **k):
+        out = real(*a, **k)
+        seen["memmap"] = isinstance(out[0], np.memmap)
+        return out
+
+    monkeypatch.setattr(pipeline, "load_input", spy)
+    rc = main(["cluster", "--input", str(tmp_path / "X.npy"), "--n-clusters", "2", "--n-iter", "5",
+               "--hidden-sizes", "8", "--embed-dim", "8", "--backend", "faiss", "-q"])
+    assert rc == 0 and seen["memmap"]
+    assert "60 points" in capsys.readouterr().out
