@@ -15,7 +15,8 @@ A model supplies
 
 The trainer does everything else: seeded epoch-wise shuffling into mini-batches (``n_samples // batch_size``
 iterations per epoch, the last ragged batch of an epoch dropped, a fresh permutation every epoch), Adam,
-cosine annealing of the learning rate stepped once per epoch down to ``lr_min``, global gradient-norm
+cosine annealing of the learning rate stepped once per epoch down to ``lr_min`` (or a model's own
+optimiser, e.g. SSCN's Cayley-Adam on the Stiefel manifold, and several steps per mini-batch), global gradient-norm
 clipping, a tqdm progress bar showing the running loss (``verbose``), callbacks (learning curves,
 evaluation), a history of logged values, and checkpoints every ``checkpoint_every`` iterations to
 ``checkpoint_dir`` (safetensors + JSON, written atomically; model weights, optimiser, scheduler and RNG
@@ -103,6 +104,12 @@ class Trainer:
         from a checkpoint with a different fingerprint raises ``ValueError``.
     keep_checkpoints : int, number of newest checkpoints kept on disk.
     desc : str, progress-bar label.
+    optimizer : callable or None. ``optimizer(param_groups) -> torch.optim.Optimizer`` builds the optimiser
+        from the parameter groups (dicts with ``params`` and ``lr``); None: ``torch.optim.Adam``. Its
+        ``state_dict`` goes into checkpoints like Adam's.
+    steps_per_batch : int, default 1. Optimiser steps taken on each mini-batch before the next one (SSCN's
+        classifier: 10); an epoch is then ``iters_per_epoch * steps_per_batch`` iterations, and ``n_iter``
+        counts steps.
 
     After :meth:`run`, ``history`` holds ``{"train": {"iter": [...], "loss": [...], "lr": [...], <logs>},
     "eval": {"iter": [...], <callback values>}}`` and ``iteration`` the number of steps done.
@@ -111,7 +118,7 @@ class Trainer:
     def __init__(self, module, loss_fn, n_samples, *, n_iter, batch_size, lr=1e-3, param_lrs=None, lr_min=0.0,
                  schedule="cosine", grad_clip=None, random_state=None, verbose=False, callbacks=(), log_every=1,
                  checkpoint_dir=None, checkpoint_every=None, resume=False, fingerprint=None, keep_checkpoints=2,
-                 desc="train"):
+                 desc="train", optimizer=None, steps_per_batch=1):
         if not isinstance(module, torch.nn.Module):
             raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
         if not callable(loss_fn):
@@ -140,8 +147,10 @@ class Trainer:
         self.keep_checkpoints = check_positive(keep_checkpoints, "keep_checkpoints", integer=True)
         self.desc = desc
 
+        self.steps_per_batch = check_positive(steps_per_batch, "steps_per_batch", integer=True)
         self.iters_per_epoch = max(1, self.n_samples // self.batch_size)
-        self.n_epochs = max(1, self.n_iter // self.iters_per_epoch)
+        self._steps_per_epoch = self.iters_per_epoch * self.steps_per_batch
+        self.n_epochs = max(1, self.n_iter // self._steps_per_epoch)
 
         named = dict(module.named_parameters())
         param_lrs = dict(param_lrs or {})
@@ -153,7 +162,15 @@ class Trainer:
             groups.append({"params": [named[n]], "lr": check_positive(plr, f"param_lrs[{n!r}]")})
         groups = [g for g in groups if g["params"]]
         self.params = [p for g in groups for p in g["params"]]
-        self.optimizer = torch.optim.Adam(groups)
+        if optimizer is None:
+            self.optimizer = torch.optim.Adam(groups)
+        elif callable(optimizer):
+            self.optimizer = optimizer(groups)
+            if not isinstance(self.optimizer, torch.optim.Optimizer):
+                raise TypeError(f"optimizer(param_groups) must return a torch.optim.Optimizer, got "
+                                f"{type(self.optimizer).__name__}")
+        else:
+            raise TypeError(f"optimizer must be None or a callable building an optimiser, got {optimizer!r}")
         if self.schedule == "cosine":
             self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
                 self.optimizer, T_max=self.n_epochs, eta_min=self.lr_min)
@@ -169,8 +186,9 @@ class Trainer:
 
     # ------------------------------------------------------------------ batches
     def _batch(self):
-        pos = self.iteration % self.iters_per_epoch
-        if pos == 0 or self._perm is None:
+        step = self.iteration % self._steps_per_epoch
+        pos = step // self.steps_per_batch
+        if step == 0 or self._perm is None:
             self._perm = torch.randperm(self.n_samples, generator=self.generator)
         return self._perm[pos * self.batch_size:(pos + 1) * self.batch_size]
 
@@ -219,7 +237,7 @@ class Trainer:
                 lr_now = self.optimizer.param_groups[0]["lr"]
                 self.optimizer.step()
                 self.iteration += 1
-                if self.iteration % self.iters_per_epoch == 0:
+                if self.iteration % self._steps_per_epoch == 0:
                     self.scheduler.step()
                 window.append(loss_value)
 

@@ -1,0 +1,745 @@
+"""SSCN: self-expression metrics for scalable and inductive subspace clustering (Busch et al., 2020).
+
+``sscn-poster.txt``; reference implementation github:buschju/sscn (reference-impls.md §3). A tiny model
+(66,291 trainable parameters on MNIST) learns self-expressive coefficients as inner products of embeddings,
+so its memory does not grow with N, and labels unseen points with a projection classifier:
+
+1. **Auto-encoder pretraining** (reconstruction loss only): the conv auto-encoder of
+   :mod:`selfexpress.models._autoencoder` (kernels 5, 3, 3; channels 10, 20, 30; stride 2; padding 2, 1, 1;
+   Xavier-uniform weights, zero biases), or identity encoder/decoder for vector data (``architecture="linear"``).
+2. **Self-expression training**: ``H = se(Z)`` with ``se = Linear(latent_dim -> K*d, bias=False)``
+   (``K = n_clusters``, ``d = max_cluster_dim``) and ``Z = enc(X)``; on each mini-batch the coefficients are
+   ``Q = H H^T`` (symmetric PSD, rank <= K*d, no diagonal exclusion -- the low rank and the ``||Q||^2``
+   penalty rule out ``Q = I``). Loss, sums over the batch as in the reference::
+
+       lambda_reconst * ||X - dec(Q Z)||^2 + lambda_reg * ||Q||_F^2 + lambda_ssc * 0.5 * ||Z - Q Z||^2
+
+   (the linear variant has no decoder term). Row convention of the library: row i of ``Q`` codes ``z_i``
+   (``z_i ~ sum_j Q_ij z_j``); ``Q`` is symmetric, so rows and columns agree.
+3. **Pseudo-labels**: DSC-Net's post-processing (``thrC`` with ``noise_threshold``, symmetrise, diagonal 1,
+   rank ``K*d + 1`` SVD, ``U S^{1/2}`` row-normalised, ``Z = U U^T`` clipped at 0, ``Z^alpha`` with
+   ``alpha = noise_alpha = 8``) and spectral clustering of ``Q = H H^T`` on the whole training set.
+   The reference builds all of these as dense N x N arrays. Here (:mod:`selfexpress.graph._dsc`) ``thrC``
+   runs on blocks of columns of ``H H^T`` and returns a sparse matrix, the SVD runs on that sparse matrix
+   (or, with ``noise_threshold=None``, on the implicit operator ``H H^T`` with diagonal 1, never formed),
+   and the affinity keeps the ``n_neighbors`` largest entries of ``Z^alpha`` per row (computed from the rows of
+   ``U`` one block at a time), mirrored; :func:`selfexpress.cluster.spectral_clustering` (normalised
+   embedding + k-means) clusters that sparse graph. ``postprocess="dense"`` keeps the reference's dense ``L``
+   (small N only). ``benchmarks/sscn.py`` compares both on MNIST-test.
+4. **Rotation classifier**: fixed coordinate subspaces ``S_k`` = coordinate block ``[k d, (k+1) d)`` of
+   ``R^{K d}`` and a learnable orthogonal ``R`` (``K d x K d``, initialised to the identity, stored in
+   float64); ``logit_k(h) = -||P_k(h R) - h R||^2`` (minus the squared distance of the rotated embedding to
+   ``S_k``), soft assignments ``softmax(logits)``. ``R`` is trained with cross-entropy against the
+   pseudo-labels, ``H`` frozen, by :class:`CayleyAdam` (the reference's AdamG: Riemannian Adam with a scalar
+   second moment, step ``min(lr, 1/||W||_1)``), except that the Cayley retraction is solved exactly
+   (``R <- (I + t/2 W)^{-1} (I - t/2 W) R``) instead of by 5 fixed-point iterations plus a random QR
+   re-orthonormalisation, so ``R`` stays orthonormal to rounding.
+5. ``labels_`` = argmax of the soft assignments of the training points (the reference evaluates the
+   training set with its classifier too); :meth:`predict` does the same for unseen points, with no spectral
+   clustering and no dictionary: O(N K d) after the encoder.
+
+Every stage runs in the shared :class:`selfexpress.train.Trainer` (seeded batches, checkpoints, resume).
+Choices where the poster and the reference leave gaps are listed under the parameters they concern.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.base import BaseEstimator, ClusterMixin
+from torch import nn
+
+from .._memory import check_allocation
+from .._validation import (check_data, check_is_fitted, check_n_clusters, check_n_features, check_positive,
+                           check_random_state_int)
+from ._autoencoder import (ConvAutoEncoder, IdentityAutoEncoder, as_input_shape, check_architecture,
+                           conv_output_sizes, pretrain_autoencoder, reconstruction_loss)
+
+__all__ = ["SSCN", "SSCNModule", "RotationClassifier", "CayleyAdam", "cayley_retraction", "sscn_se_loss"]
+
+MODEL_KIND = "sscn"
+
+
+# ----------------------------------------------------------------------------------------------- Stiefel
+def cayley_retraction(X, W, t):
+    """``(I + t/2 W)^{-1} (I - t/2 W) X`` for a skew-symmetric ``W`` (n x n) and ``X`` (n x p), solved exactly.
+
+    The Cayley transform of a skew matrix is orthogonal, so orthonormal columns of ``X`` stay orthonormal
+    (to rounding). Computed in float64.
+    """
+    Xd, Wd = X.double(), W.double()
+    eye = torch.eye(Wd.shape[0], dtype=torch.float64, device=Wd.device)
+    return torch.linalg.solve(eye + 0.5 * t * Wd, Xd - 0.5 * t * (Wd @ Xd)).to(X.dtype)
+
+
+class CayleyAdam(torch.optim.Optimizer):
+    """Adam on the Stiefel manifold with an exact Cayley retraction (after AdamG, Li et al., ICLR 2020).
+
+    For a parameter ``P`` (p x n, p <= n, orthonormal rows ``P P^T = I``; SSCN's square ``R``) with gradient
+    ``G``, working with ``X = P^T`` (n x p, orthonormal columns) as the reference does::
+
+        m <- b1 m + (1 - b1) G^T;   v <- b2 v + (1 - b2) ||G||_F^2          (scalar second moment)
+        M = m / (1 - b1^t);  V = v / (1 - b2^t)
+        W_hat = M X^T - 1/2 X (X^T M X^T);  W = (W_hat - W_hat^T) / sqrt(V + eps)   (skew)
+        a = min(lr, 1 / (||W||_1 + 1e-8))
+        X <- (I + a/2 W)^{-1} (I - a/2 W) X                                     (exact Cayley step)
+        m <- W X_old sqrt(V + eps) (1 - b1^t)                                   (momentum kept tangent)
+
+    The reference solves the Cayley step with 5 fixed-point iterations and re-orthonormalises by QR at
+    random (probability 1/101 per step); the exact solve needs neither. State (``step``, ``m``, ``v``) is a
+    plain ``state_dict``, so the shared trainer checkpoints it.
+
+    Parameters
+    ----------
+    params : iterable of parameters or parameter groups
+    lr : float, default 0.1 (the reference)
+    betas : (float, float), default (0.9, 0.99) (the reference's momentum and beta2)
+    eps : float, default 1e-8
+    """
+
+    def __init__(self, params, lr=0.1, betas=(0.9, 0.99), eps=1e-8):
+        check_positive(lr, "lr")
+        b1, b2 = (float(b) for b in betas)
+        if not (0 <= b1 < 1 and 0 <= b2 < 1):
+            raise ValueError(f"betas must be in [0, 1), got {betas!r}")
+        super().__init__(params, dict(lr=float(lr), betas=(b1, b2), eps=float(eps)))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            b1, b2 = (float(b) for b in group["betas"])
+            eps, lr = float(group["eps"]), float(group["lr"])
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if p.ndim != 2 or p.shape[0] > p.shape[1]:
+                    raise ValueError(f"CayleyAdam needs a (p, n) parameter with p <= n, got shape {tuple(p.shape)}")
+                X = p.detach().double().T  # (n, p), orthonormal columns
+                G = p.grad.detach().double().T
+                st = self.state[p]
+                if "m" not in st:
+                    st["step"] = 0
+                    st["m"] = torch.zeros_like(X)
+                    st["v"] = torch.zeros((), dtype=torch.float64, device=X.device)
+                t = int(st["step"]) + 1
+                m = b1 * st["m"] + (1.0 - b1) * G
+                v = b2 * st["v"] + (1.0 - b2) * (G * G).sum()
+                m_hat = m / (1.0 - b1 ** t)
+                scale = torch.sqrt(v / (1.0 - b2 ** t) + eps)
+                MX = m_hat @ X.T
+                W_hat = MX - 0.5 * X @ (X.T @ MX)
+                W = (W_hat - W_hat.T) / scale
+                a = min(lr, 1.0 / (float(W.abs().sum(dim=0).max()) + 1e-8))
+                X_new = cayley_retraction(X, W, a)
+                st["m"] = (W @ X) * scale * (1.0 - b1 ** t)
+                st["v"] = v
+                st["step"] = t
+                p.copy_(X_new.T.to(p.dtype))
+        return loss
+
+
+# ----------------------------------------------------------------------------------------------- modules
+class RotationClassifier(nn.Module):
+    """Projection classifier: ``logit_k(h) = -||P_k(h R) - h R||^2`` for the coordinate blocks ``S_k``.
+
+    ``R`` (``K d x K d``, float64) is initialised to the identity and kept orthogonal by :class:`CayleyAdam`;
+    ``S_k`` spans coordinates ``[k d, (k+1) d)`` (fixed, not stored). Since ``P_k`` is a coordinate projection,
+    ``||P_k v - v||^2 = ||v||^2 - ||v_{[k d, (k+1) d)}||^2``.
+    """
+
+    def __init__(self, n_clusters, max_cluster_dim):
+        super().__init__()
+        self.n_clusters = int(n_clusters)
+        self.max_cluster_dim = int(max_cluster_dim)
+        self.R = nn.Parameter(torch.eye(self.n_clusters * self.max_cluster_dim, dtype=torch.float64))
+
+    def forward(self, H):
+        V = H.to(self.R.dtype) @ self.R
+        total = (V * V).sum(dim=1, keepdim=True)
+        blocks = (V * V).reshape(V.shape[0], self.n_clusters, self.max_cluster_dim).sum(dim=2)
+        return -(total - blocks)
+
+
+class SSCNModule(nn.Module):
+    """Auto-encoder + self-expression embedding ``se`` (no bias) + rotation classifier."""
+
+    def __init__(self, autoencoder, n_clusters, max_cluster_dim):
+        super().__init__()
+        self.autoencoder = autoencoder
+        self.se = nn.Linear(autoencoder.latent_dim, int(n_clusters) * int(max_cluster_dim), bias=False)
+        nn.init.xavier_uniform_(self.se.weight)
+        self.classifier = RotationClassifier(n_clusters, max_cluster_dim)
+
+    def embed(self, x):
+        return self.se(self.autoencoder.encode(x))
+
+
+def sscn_se_loss(module, xb, lambda_reconst=1.0, lambda_reg=1.0, lambda_ssc=1.0, decode=True):
+    """Self-expression loss of one mini-batch; returns ``(loss, {"reconst", "reg", "ssc"})`` (floats in the dict).
+
+    ``Z = enc(x)``, ``H = se(Z)``, ``Q = H H^T``; ``loss = lambda_reconst ||x - dec(Q Z)||^2 + lambda_reg ||Q||_F^2
+    + lambda_ssc 0.5 ||Z - Q Z||^2`` (sums). ``decode=False`` drops the first term (linear variant).
+    """
+    ae = module.autoencoder
+    Z = ae.encode(xb)
+    H = module.se(Z)
+    Q = H @ H.T
+    Zse = Q @ Z
+    reg = (Q * Q).sum()
+    ssc = 0.5 * ((Z - Zse) ** 2).sum()
+    loss = lambda_reg * reg + lambda_ssc * ssc
+    rec = torch.zeros((), dtype=Z.dtype)
+    if decode:
+        rec = reconstruction_loss(xb, ae.decode(Zse))
+        loss = loss + lambda_reconst * rec
+    return loss, {"reconst": float(rec.detach()), "reg": float(reg.detach()), "ssc": float(ssc.detach())}
+
+
+# ----------------------------------------------------------------------------------------------- estimator
+class SSCN(ClusterMixin, BaseEstimator):
+    """Siamese subspace clustering network: self-expression as ``Q = H H^T``, pseudo-labels, Stiefel rotation.
+
+    Inductive: :meth:`predict` labels unseen points with the projection classifier (no spectral clustering).
+    See the module docstring for the model and the stages.
+
+    Parameters
+    ----------
+    n_clusters : int, default 10
+        ``K``.
+    max_cluster_dim : int, default 9
+        ``d``, the dimension of each coordinate subspace; the embedding has ``K d`` dimensions.
+    architecture : {"auto", "conv", "linear"}, default "auto"
+        "conv": the conv auto-encoder on images of ``image_shape``; "linear": identity encoder and decoder
+        on the raw feature vectors (the reference's ``SscnLinear``: no reconstruction term, no pretraining);
+        "auto": "conv" when the number of features equals ``prod(image_shape)``, else "linear".
+    image_shape : (H, W) or (C, H, W), default (28, 28)
+        Shape of one image; inputs may be (n, H, W), (n, C, H, W) or flattened (n, C*H*W). Pixels are
+        expected in [0, 1] (the reference's ``ToTensor``; the decoder's final ReLU outputs >= 0).
+    kernel_sizes, channels, stride, paddings : conv auto-encoder (reference MNIST values by default).
+    lambda_reconst, lambda_reg, lambda_ssc : float, default 1.0
+        Weights of the three loss terms (all 1 in the reference).
+    n_epochs_ae : int, default 100
+        Auto-encoder pretraining epochs (the reference: 100 at batch 10,000, Adam 1e-3, i.e. 100 full-batch
+        steps on MNIST-test). Ignored when ``pretrained_autoencoder`` is given.
+    batch_size_ae : int, default 10000
+    lr_ae : float, default 1e-3
+    n_epochs : int, default 30
+        Self-expression epochs (batch ``batch_size``, Adam ``lr``, constant rate, last ragged batch dropped).
+    batch_size : int, default 1000
+    lr : float, default 1e-3
+    n_epochs_clf : int, default 30
+        Classifier epochs; ``steps_per_batch`` :class:`CayleyAdam` steps on each batch of ``batch_size_clf``.
+    batch_size_clf : int, default 1000
+    steps_per_batch : int, default 10
+    lr_clf : float, default 0.1
+    momentum, beta2 : float, default 0.9, 0.99 (CayleyAdam's ``betas``)
+    noise_threshold : float in (0, 1] or None, default 0.1
+        ``ro`` of DSC-Net's ``thrC`` on ``Q`` before the SVD (the reference's value); None (or 1) skips it
+        and runs the SVD on the implicit low-rank operator instead.
+    noise_alpha : float, default 8.0
+        Exponent of the affinity ``Z^alpha``.
+    postprocess : {"sparse", "dense"}, default "sparse"
+        "sparse": the ``n_neighbors`` largest affinities per row (no N x N array); "dense": the reference's
+        dense affinity (memory-guarded; for small N and comparisons).
+    n_neighbors : int, default 100
+        Affinities kept per row by the sparse post-processing.
+    max_nonzero : int or None, default None
+        Cap on the entries ``thrC`` keeps per column (None: none; the count is data dependent).
+    block_size : int, default 1024
+        Columns / rows per block in the post-processing; embedding batches at inference.
+    n_init : int, default 20
+        k-means restarts of the spectral clustering.
+    pretrained_autoencoder : dict of tensors or None
+        ``state_dict`` of a pretrained auto-encoder of the same architecture (e.g. ``pretrained_autoencoder_``
+        of another fit, as the reference loads one from disk); skips pretraining.
+    random_state : int or None
+        Seeds the initialisation, every stage's batch order, the SVD start (fixed ``v0 = 1``) and k-means.
+    device : str, default "cpu"
+    verbose : bool, default False
+        Progress bars and one line per stage.
+    checkpoint_dir : path or None
+        Checkpoints of the three training stages in ``<dir>/ae``, ``<dir>/se``, ``<dir>/clf``;
+        with ``resume=True`` a killed fit continues where it stopped.
+    resume : bool, default False
+
+    Attributes
+    ----------
+    module_ : SSCNModule (eval mode)
+    labels_ : ndarray (n,), argmax of the classifier on the training points
+    pseudo_labels_ : ndarray (n,), the spectral-clustering pseudo-labels the classifier was trained on
+    coef_ : scipy.sparse CSR (n, n) or None
+        ``Q`` after ``thrC`` (row i codes ``z_i``; diagonal dropped), None without thresholding.
+    affinity_ : CSR (n, n), the graph the pseudo-labels came from
+    pretrained_autoencoder_ : dict, the auto-encoder ``state_dict`` after pretraining (before SE training)
+    n_parameters_ : int, trainable parameters (auto-encoder + ``se`` + ``R``; 66,291 on MNIST)
+    n_features_in_ : int
+    history_ : dict ``{"ae", "se", "clf"}`` of the trainers' histories
+    timings_ : dict, seconds per stage
+    """
+
+    def __init__(self, n_clusters=10, max_cluster_dim=9, architecture="auto", image_shape=(28, 28),
+                 kernel_sizes=(5, 3, 3), channels=(10, 20, 30), stride=2, paddings=(2, 1, 1),
+                 lambda_reconst=1.0, lambda_reg=1.0, lambda_ssc=1.0, n_epochs_ae=100, batch_size_ae=10000,
+                 lr_ae=1e-3, n_epochs=30, batch_size=1000, lr=1e-3, n_epochs_clf=30, batch_size_clf=1000,
+                 steps_per_batch=10, lr_clf=0.1, momentum=0.9, beta2=0.99, noise_threshold=0.1, noise_alpha=8.0,
+                 postprocess="sparse", n_neighbors=100, max_nonzero=None, block_size=1024, n_init=20,
+                 pretrained_autoencoder=None, random_state=None, device="cpu", verbose=False, checkpoint_dir=None,
+                 resume=False):
+        self.n_clusters = n_clusters
+        self.max_cluster_dim = max_cluster_dim
+        self.architecture = architecture
+        self.image_shape = image_shape
+        self.kernel_sizes = kernel_sizes
+        self.channels = channels
+        self.stride = stride
+        self.paddings = paddings
+        self.lambda_reconst = lambda_reconst
+        self.lambda_reg = lambda_reg
+        self.lambda_ssc = lambda_ssc
+        self.n_epochs_ae = n_epochs_ae
+        self.batch_size_ae = batch_size_ae
+        self.lr_ae = lr_ae
+        self.n_epochs = n_epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.n_epochs_clf = n_epochs_clf
+        self.batch_size_clf = batch_size_clf
+        self.steps_per_batch = steps_per_batch
+        self.lr_clf = lr_clf
+        self.momentum = momentum
+        self.beta2 = beta2
+        self.noise_threshold = noise_threshold
+        self.noise_alpha = noise_alpha
+        self.postprocess = postprocess
+        self.n_neighbors = n_neighbors
+        self.max_nonzero = max_nonzero
+        self.block_size = block_size
+        self.n_init = n_init
+        self.pretrained_autoencoder = pretrained_autoencoder
+        self.random_state = random_state
+        self.device = device
+        self.verbose = verbose
+        self.checkpoint_dir = checkpoint_dir
+        self.resume = resume
+
+    # ------------------------------------------------------------------ validation
+    def _check_params(self):
+        if isinstance(self.n_clusters, bool) or not isinstance(self.n_clusters, (int, np.integer)) \
+                or self.n_clusters < 2:
+            raise ValueError(f"n_clusters must be an integer >= 2, got {self.n_clusters!r}")
+        check_positive(self.max_cluster_dim, "max_cluster_dim", integer=True)
+        if self.architecture not in ("auto", "conv", "linear"):
+            raise ValueError(f"architecture must be 'auto', 'conv' or 'linear', got {self.architecture!r}")
+        check_architecture(self.image_shape, self.kernel_sizes, self.channels, self.stride, self.paddings)
+        for name in ("lambda_reconst", "lambda_reg", "lambda_ssc"):
+            check_positive(getattr(self, name), name, allow_zero=True)
+        for name in ("n_epochs_ae", "n_epochs", "n_epochs_clf"):
+            check_positive(getattr(self, name), name, integer=True, allow_zero=True)
+        for name in ("batch_size_ae", "batch_size", "batch_size_clf", "steps_per_batch", "n_neighbors",
+                     "block_size", "n_init"):
+            check_positive(getattr(self, name), name, integer=True)
+        for name in ("lr_ae", "lr", "lr_clf", "noise_alpha"):
+            check_positive(getattr(self, name), name)
+        for name in ("momentum", "beta2"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float, np.floating)) or not 0 <= v < 1:
+                raise ValueError(f"{name} must be in [0, 1), got {v!r}")
+        if self.noise_threshold is not None:
+            v = self.noise_threshold
+            if isinstance(v, bool) or not isinstance(v, (int, float, np.floating)) or not 0 < v <= 1:
+                raise ValueError(f"noise_threshold must be in (0, 1] or None, got {v!r}")
+        if self.postprocess not in ("sparse", "dense"):
+            raise ValueError(f"postprocess must be 'sparse' or 'dense', got {self.postprocess!r}")
+        if self.max_nonzero is not None:
+            check_positive(self.max_nonzero, "max_nonzero", integer=True)
+        if self.pretrained_autoencoder is not None and not isinstance(self.pretrained_autoencoder, dict):
+            raise ValueError("pretrained_autoencoder must be None or a state_dict (dict of tensors), got "
+                             f"{type(self.pretrained_autoencoder).__name__}")
+        check_random_state_int(self.random_state)
+        try:
+            torch.device(self.device)
+        except (RuntimeError, TypeError) as exc:
+            raise ValueError(f"device {self.device!r} is not a valid torch device: {exc}") from None
+
+    def _resolve_architecture(self, n_features):
+        shape = as_input_shape(self.image_shape)
+        n_pix = int(np.prod(shape))
+        if self.architecture == "conv" and n_features != n_pix:
+            raise ValueError(f"architecture='conv' needs {n_pix} features per point (image_shape={shape}), "
+                             f"got {n_features}")
+        if self.architecture == "linear" or (self.architecture == "auto" and n_features != n_pix):
+            return "linear"
+        return "conv"
+
+    def _flatten(self, X, name="X"):
+        """Accept (n, D), (n, H, W) or (n, C, H, W); return the validated (n, D) float32 array."""
+        if not hasattr(X, "shape") or getattr(X, "ndim", 2) <= 2:
+            return check_data(X, name=name, min_samples=1, allow_zero_rows=True)
+        arr = np.asarray(X)
+        if arr.ndim not in (3, 4):
+            raise ValueError(f"{name} must be (n, D), (n, H, W) or (n, C, H, W), got shape {arr.shape}")
+        return check_data(arr.reshape(arr.shape[0], -1), name=name, min_samples=1, allow_zero_rows=True)
+
+    def _build(self, n_features, arch):
+        from ..train import seeded
+
+        K, d = int(self.n_clusters), int(self.max_cluster_dim)
+        with seeded(check_random_state_int(self.random_state)):
+            if arch == "conv":
+                ae = ConvAutoEncoder(as_input_shape(self.image_shape), self.kernel_sizes, self.channels,
+                                     self.stride, self.paddings)
+            else:
+                ae = IdentityAutoEncoder(n_features)
+            module = SSCNModule(ae, K, d)
+        return module.to(self.device)
+
+    def _per_point_bytes(self, n_features, arch):
+        """Rough training bytes per point: activations, ReLU outputs and their gradients (float32)."""
+        if arch != "conv":
+            return 12 * n_features
+        shape, kernels, chans, stride, pads = check_architecture(self.image_shape, self.kernel_sizes,
+                                                                 self.channels, self.stride, self.paddings)
+        sizes = conv_output_sizes(shape[1:], kernels, stride, pads)
+        acts = sum(c * h * w for c, (h, w) in zip(chans, sizes[1:]))
+        return 12 * (3 * n_features + 4 * acts)
+
+    def _postprocess_estimate(self, n, who="SSCN"):
+        b = min(int(self.block_size), n)
+        kd = int(self.n_clusters) * int(self.max_cluster_dim)
+        if self.postprocess == "dense":
+            return (32 * n * n, f"{who} dense post-processing of {n} x {n} coefficients",
+                    "use postprocess='sparse' (default)")
+        return (24 * n * b + 24 * n * int(self.n_neighbors) + 48 * n * (kd + 1),
+                f"{who} post-processing ({b} x {n} blocks of coefficients)",
+                f"lower block_size (now {self.block_size}) or n_neighbors (now {self.n_neighbors})")
+
+    def _memory_estimate(self, n, n_features, arch):
+        """``[(bytes, what, hint)]`` of the stages, each checked by the memory guard before fitting."""
+        out = []
+        per_point = self._per_point_bytes(n_features, arch)
+        if arch == "conv" and self.pretrained_autoencoder is None and int(self.n_epochs_ae) > 0:
+            m = min(int(self.batch_size_ae), n)
+            out.append((m * per_point, f"SSCN auto-encoder pretraining on batches of {m} images",
+                        f"lower batch_size_ae (now {self.batch_size_ae})"))
+        m = min(int(self.batch_size), n)
+        out.append((m * per_point + 16 * m * m, f"SSCN self-expression training on batches of {m} points "
+                    f"(Q = H H^T is {m} x {m})", f"lower batch_size (now {self.batch_size})"))
+        out.append(self._postprocess_estimate(n))
+        return out
+
+    def _tensor(self, X):
+        return torch.as_tensor(np.ascontiguousarray(X, dtype=np.float32), device=self.device)
+
+    def _fingerprint(self, X):
+        skip = ("verbose", "checkpoint_dir", "resume", "device", "pretrained_autoencoder", "n_init",
+                "postprocess", "n_neighbors", "max_nonzero", "block_size")
+        params = {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.get_params().items() if k not in skip}
+        pre = None
+        if self.pretrained_autoencoder is not None:
+            h = hashlib.sha1()
+            for k in sorted(self.pretrained_autoencoder):
+                h.update(k.encode())
+                h.update(self.pretrained_autoencoder[k].detach().cpu().numpy().tobytes())
+            pre = h.hexdigest()
+        return {"model": MODEL_KIND, "params": params, "pretrained": pre,
+                "data": hashlib.sha1(np.ascontiguousarray(X, dtype=np.float32).tobytes()).hexdigest(),
+                "shape": list(X.shape)}
+
+    def _log(self, msg):
+        if self.verbose:
+            print(f"[SSCN] {msg}", flush=True)
+
+    # ------------------------------------------------------------------ fitting
+    def fit(self, X, y=None):
+        """Pretrain the auto-encoder, train the self-expression, pseudo-label, train the rotation classifier.
+
+        Parameters
+        ----------
+        X : array-like (n_samples, n_features), (n, H, W) or (n, C, H, W)
+        y : ignored
+
+        Returns
+        -------
+        self
+        """
+        from ..cluster import spectral_clustering
+        from ..graph import dsc_affinity, mass_threshold
+        from ..train import Trainer
+
+        self._check_params()
+        X = self._flatten(X)
+        n, D = X.shape
+        if n < 2:
+            raise ValueError(f"X has {n} sample(s); at least 2 are required")
+        K = check_n_clusters(self.n_clusters, n)
+        d = int(self.max_cluster_dim)
+        arch = self._resolve_architecture(D)
+        for nbytes, what, hint in self._memory_estimate(n, D, arch):
+            check_allocation(int(nbytes + 4 * n * D), what, hint, device=self.device)
+        seed = check_random_state_int(self.random_state)
+        self.n_features_in_ = D
+        self.architecture_ = arch
+        self.timings_ = {}
+        self.history_ = {}
+        module = self._build(D, arch)
+        self.module_ = module
+        self.n_parameters_ = int(sum(p.numel() for p in module.parameters() if p.requires_grad))
+        Xt = self._tensor(X)
+        fp = self._fingerprint(X)
+        ckpt = None if self.checkpoint_dir is None else __import__("pathlib").Path(self.checkpoint_dir)
+
+        # 1. auto-encoder pretraining
+        t0 = time.perf_counter()
+        if arch == "conv":
+            if self.pretrained_autoencoder is not None:
+                try:
+                    module.autoencoder.load_state_dict(self.pretrained_autoencoder)
+                except RuntimeError as exc:
+                    raise ValueError(f"pretrained_autoencoder does not fit this architecture: {exc}") from None
+            elif int(self.n_epochs_ae) > 0:
+                self._log(f"pretraining the auto-encoder: {self.n_epochs_ae} epochs, batch {self.batch_size_ae}")
+                tr = pretrain_autoencoder(module.autoencoder, Xt, n_epochs=int(self.n_epochs_ae),
+                                          batch_size=int(self.batch_size_ae), lr=float(self.lr_ae),
+                                          random_state=seed, verbose=self.verbose,
+                                          checkpoint_dir=None if ckpt is None else ckpt / "ae", resume=self.resume,
+                                          fingerprint={**fp, "stage": "ae"})
+                self.history_["ae"] = tr.history
+        self.pretrained_autoencoder_ = {k: v.detach().cpu().clone() for k, v in
+                                        module.autoencoder.state_dict().items()}
+        self.timings_["pretrain"] = time.perf_counter() - t0
+
+        # 2. self-expression training
+        t0 = time.perf_counter()
+        lam = (float(self.lambda_reconst), float(self.lambda_reg), float(self.lambda_ssc))
+        decode = arch == "conv"
+        se_net = nn.ModuleDict({"autoencoder": module.autoencoder, "se": module.se})
+        bs = min(int(self.batch_size), n)
+
+        def se_loss(idx):
+            return sscn_se_loss(module, Xt[idx], *lam, decode=decode)
+
+        if int(self.n_epochs) > 0:
+            self._log(f"self-expression training: {self.n_epochs} epochs, batch {bs}")
+            tr = Trainer(se_net, se_loss, n, n_iter=int(self.n_epochs) * max(1, n // bs), batch_size=bs,
+                         lr=float(self.lr), schedule="constant", random_state=seed + 1, verbose=self.verbose,
+                         log_every=max(1, n // bs), checkpoint_dir=None if ckpt is None else ckpt / "se",
+                         resume=self.resume, fingerprint={**fp, "stage": "se"}, desc="SSCN self-expression")
+            tr.run()
+            self.history_["se"] = tr.history
+        module.eval()
+        self.timings_["self_expression"] = time.perf_counter() - t0
+
+        # 3. pseudo-labels: DSC-Net post-processing of Q = H H^T + spectral clustering
+        t0 = time.perf_counter()
+        H = self._embed(X)
+        ro = self.noise_threshold
+        rank = K * d + 1
+        dense = self.postprocess == "dense"
+        self.coef_ = None
+        if ro is not None and ro < 1:
+            Cp = mass_threshold(factor=H, ro=float(ro), max_nonzero=self.max_nonzero, block_size=int(self.block_size))
+            self.n_capped_columns_ = int(Cp.capped_)
+            A = dsc_affinity(Cp, rank=rank, alpha=float(self.noise_alpha), n_neighbors=int(self.n_neighbors),
+                             dense=dense, block_size=int(self.block_size))
+            coef = Cp.T.tocsr()
+            coef.setdiag(0.0)
+            coef.eliminate_zeros()
+            self.coef_ = coef
+        else:
+            A = dsc_affinity(factor=H, rank=rank, alpha=float(self.noise_alpha), n_neighbors=int(self.n_neighbors),
+                             dense=dense, block_size=int(self.block_size))
+        if dense:
+            import scipy.sparse as sp
+
+            np.fill_diagonal(A, 0.0)
+            A = sp.csr_matrix(A)
+        self.affinity_ = A
+        self.timings_["graph"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        self.pseudo_labels_ = spectral_clustering(A, K, n_init=int(self.n_init), random_state=seed)
+        self.timings_["spectral"] = time.perf_counter() - t0
+        self._log(f"pseudo-labels: {np.bincount(self.pseudo_labels_, minlength=K).tolist()}")
+
+        # 4. rotation classifier on the frozen embeddings
+        t0 = time.perf_counter()
+        clf = module.classifier
+        Ht = H.to(self.device)
+        pl = torch.as_tensor(self.pseudo_labels_, dtype=torch.long, device=self.device)
+        bsc = min(int(self.batch_size_clf), n)
+        steps = int(self.steps_per_batch)
+        betas = (float(self.momentum), float(self.beta2))
+
+        def clf_loss(idx):
+            return F.cross_entropy(clf(Ht[idx]), pl[idx])
+
+        if int(self.n_epochs_clf) > 0:
+            self._log(f"rotation classifier: {self.n_epochs_clf} epochs, batch {bsc}, {steps} steps per batch")
+            n_iter = int(self.n_epochs_clf) * max(1, n // bsc) * steps
+            tr = Trainer(clf, clf_loss, n, n_iter=n_iter, batch_size=bsc, lr=float(self.lr_clf), schedule="constant",
+                         random_state=seed + 2, verbose=self.verbose, log_every=steps,
+                         checkpoint_dir=None if ckpt is None else ckpt / "clf", resume=self.resume,
+                         fingerprint={**fp, "stage": "clf"}, desc="SSCN rotation classifier",
+                         optimizer=lambda groups: CayleyAdam(groups, betas=betas), steps_per_batch=steps)
+            tr.run()
+            self.history_["clf"] = tr.history
+        module.eval()
+        self.labels_ = self._logits_of_embedding(Ht).argmax(dim=1).cpu().numpy().astype(np.int64)
+        self.timings_["classifier"] = time.perf_counter() - t0
+        return self
+
+    def fit_predict(self, X, y=None):
+        """Fit and return ``labels_``."""
+        return self.fit(X).labels_
+
+    # ------------------------------------------------------------------ inference
+    @torch.no_grad()
+    def _embed(self, X):
+        """``H = se(enc(X))`` for validated flat rows, in batches of ``block_size`` (float32 CPU tensor)."""
+        module = self.module_
+        module.eval()
+        out = []
+        b = max(int(self.block_size), 1)
+        for r0 in range(0, X.shape[0], b):
+            out.append(module.embed(self._tensor(X[r0:r0 + b])).cpu())
+        return torch.cat(out)
+
+    @torch.no_grad()
+    def _logits_of_embedding(self, H):
+        return self.module_.classifier(H.to(self.device))
+
+    def _prepare(self, X, name="X"):
+        check_is_fitted(self, "module_")
+        X = self._flatten(X, name)
+        check_n_features(X, self.n_features_in_, name, estimator=self)
+        return X
+
+    def transform(self, X):
+        """Self-expression embeddings ``H`` (n, K d) of ``X``; ``H H^T`` are the coefficients."""
+        return self._embed(self._prepare(X)).numpy()
+
+    def decision_function(self, X):
+        """Logits ``-||P_k(h R) - h R||^2`` (n, K)."""
+        return self._logits_of_embedding(self._embed(self._prepare(X))).cpu().numpy()
+
+    def predict_proba(self, X):
+        """Soft assignments ``softmax(logits)`` (n, K)."""
+        logits = self._logits_of_embedding(self._embed(self._prepare(X)))
+        return torch.softmax(logits, dim=1).cpu().numpy()
+
+    def predict(self, X):
+        """Cluster labels of (possibly unseen) points: argmax of the soft assignments, in the space of ``labels_``.
+
+        One encoder pass and one ``(K d) x (K d)`` rotation per point; no spectral clustering, no dictionary.
+        """
+        return self.decision_function(X).argmax(axis=1).astype(np.int64)
+
+    # ------------------------------------------------------------------ model files
+    def _config_params(self):
+        params = {}
+        for k, v in self.get_params().items():
+            if k == "pretrained_autoencoder":
+                v = None  # its weights are part of the fitted network
+            elif k == "checkpoint_dir":
+                v = None if v is None else str(v)
+            elif isinstance(v, tuple):
+                v = list(v)
+            elif isinstance(v, np.integer):
+                v = int(v)
+            elif isinstance(v, np.floating):
+                v = float(v)
+            params[k] = v
+        return params
+
+    def save(self, path):
+        """Save the network and the labels (safetensors) + parameters (JSON); no pickle."""
+        from ..io import save_model_file
+
+        check_is_fitted(self, "labels_")
+        tensors = {f"net.{k}": v for k, v in self.module_.state_dict().items()}
+        tensors["labels"] = torch.as_tensor(np.asarray(self.labels_), dtype=torch.int64)
+        tensors["pseudo_labels"] = torch.as_tensor(np.asarray(self.pseudo_labels_), dtype=torch.int64)
+        config = {"params": self._config_params(), "n_features_in": int(self.n_features_in_),
+                  "architecture": self.architecture_, "n_parameters": int(self.n_parameters_),
+                  "timings": getattr(self, "timings_", {})}
+        return save_model_file(path, tensors, config, kind=MODEL_KIND)
+
+    @classmethod
+    def load(cls, path, device=None):
+        """Load a model written by :meth:`save`.
+
+        Only safetensors + JSON are read. The file's kind and format version, the parameters (same checks as
+        ``fit``), every network tensor's name, shape, dtype and finiteness (against a network built on the
+        meta device, so a tampered JSON cannot make it allocate), the orthogonality of ``R`` and the labels
+        are checked; ``ValueError`` naming the file and the problem otherwise.
+        """
+        from ..io import load_model_file
+
+        tensors, config = load_model_file(path, kind=MODEL_KIND)
+        invalid = f"{path} is not a valid SSCN model file"
+        try:
+            params = dict(config["params"])
+            for k in ("image_shape", "kernel_sizes", "channels", "paddings"):
+                if isinstance(params.get(k), list):
+                    params[k] = tuple(params[k])
+            if device is not None:
+                params["device"] = device
+            model = cls(**params)
+            model._check_params()
+            n_features = config["n_features_in"]
+            if isinstance(n_features, bool) or not isinstance(n_features, int) or n_features < 1:
+                raise ValueError(f"n_features_in must be a positive integer, got {n_features!r}")
+            arch = config["architecture"]
+            if arch not in ("conv", "linear") or arch != model._resolve_architecture(n_features):
+                raise ValueError(f"architecture {arch!r} does not match the parameters and n_features_in")
+            if arch == "linear" and n_features * int(model.n_clusters) * int(model.max_cluster_dim) > 2**31:
+                raise ValueError("the linear embedding implied by the parameters is implausibly large")
+            with torch.device("meta"):
+                ae = (ConvAutoEncoder(as_input_shape(model.image_shape), model.kernel_sizes, model.channels,
+                                      model.stride, model.paddings) if arch == "conv" else IdentityAutoEncoder(n_features))
+                net = SSCNModule(ae, int(model.n_clusters), int(model.max_cluster_dim))
+            expected = {f"net.{k}": v for k, v in net.state_dict().items()}
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise ValueError(f"{invalid}: {exc}") from None
+        for k, v in expected.items():
+            t = tensors.get(k)
+            if t is None or tuple(t.shape) != tuple(v.shape) or t.dtype != v.dtype:
+                got = "missing" if t is None else f"{t.dtype} {list(t.shape)}"
+                raise ValueError(f"{invalid}: network tensor {k!r} is {got}, the parameters imply "
+                                 f"{v.dtype} {list(v.shape)}")
+            if not bool(torch.isfinite(t).all()):
+                raise ValueError(f"{invalid}: network tensor {k!r} contains NaN or infinity")
+        extra = sorted(set(tensors) - set(expected) - {"labels", "pseudo_labels"})
+        if extra:
+            raise ValueError(f"{invalid}: unexpected tensors {extra}")
+        R = tensors["net.classifier.R"]
+        dev = float(torch.linalg.matrix_norm(R.T @ R - torch.eye(R.shape[0], dtype=R.dtype)))
+        if dev > 1e-4:
+            raise ValueError(f"{invalid}: the rotation R is not orthogonal (||R^T R - I|| = {dev:.3g})")
+        K = int(model.n_clusters)
+        for name in ("labels", "pseudo_labels"):
+            t = tensors.get(name)
+            if t is None or t.dtype != torch.int64 or t.ndim != 1:
+                raise ValueError(f"{invalid}: {name} is missing or not a 1-D int64 tensor")
+            if t.numel() and (int(t.min()) < 0 or int(t.max()) >= K):
+                raise ValueError(f"{invalid}: {name} are not in [0, n_clusters={K})")
+        if tensors["labels"].shape != tensors["pseudo_labels"].shape:
+            raise ValueError(f"{invalid}: labels and pseudo_labels differ in length")
+        model.module_ = model._build(n_features, arch)
+        model.module_.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
+        model.module_.eval()
+        model.n_features_in_ = n_features
+        model.architecture_ = arch
+        model.n_parameters_ = int(sum(p.numel() for p in model.module_.parameters() if p.requires_grad))
+        model.labels_ = tensors["labels"].numpy().astype(np.int64)
+        model.pseudo_labels_ = tensors["pseudo_labels"].numpy().astype(np.int64)
+        model.pretrained_autoencoder_ = None
+        model.timings_ = config.get("timings", {})
+        return model
