@@ -106,7 +106,7 @@ def main(argv=None):
     ap.add_argument("--block-size", type=int, default=4096)
     ap.add_argument("--backend", default="faiss", choices=["local", "dask", "faiss"])
     ap.add_argument("--faiss-index", default="ivf", choices=["flat", "ivf"])
-    ap.add_argument("--nprobe", type=int, default=8)
+    ap.add_argument("--nprobe", type=int, default=4)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
