@@ -26,6 +26,19 @@ Checkpoint layout in ``checkpoint_dir``: ``ckpt-<iteration>.safetensors`` / ``.j
 through :func:`selfexpress.io.save_model_file`, then ``latest.json`` (a pointer, written atomically last),
 so a crash while writing leaves the previous checkpoint usable. Only the newest ``keep_checkpoints`` pairs
 are kept.
+
+Data-parallel training (``distributed=True`` or ``"auto"`` with an initialised ``torch.distributed`` process
+group of W processes, see :mod:`selfexpress.distributed`): every rank draws the same global permutation from
+the shared seed and takes its contiguous slice of each global mini-batch (``batch.tensor_split(W)[rank]``), so
+the union of the ranks' slices is the single-process batch. After the local backward, gradients are scaled by
+``m_r / M`` (rank r's share of the M rows) and summed over ranks with one ``all_reduce``: for a loss that is a
+mean over the batch rows (SENet's, and the contract here) that is exactly the single-process gradient of the
+full batch, also when M is not divisible by W. The loss and the logs are reduced the same way (so logs must be
+batch means, or values equal on every rank), clipping and the optimiser step then run on identical gradients,
+so every rank keeps identical parameters (broadcast from rank 0 at the start). Only rank 0 writes checkpoints
+and shows the progress bar; on resume rank 0 reads the checkpoint and broadcasts it. A checkpoint holds the
+global state only, so a run may resume with another number of processes. Callbacks run on every rank
+(``trainer.rank`` tells them which). Results match a single process up to the order of float reductions.
 """
 
 from __future__ import annotations
@@ -40,6 +53,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import distributed as _dist_helpers
 from ._validation import check_positive, check_random_state_int
 from .io import atomic_write_json, load_model_file, save_model_file
 
@@ -110,15 +124,22 @@ class Trainer:
     steps_per_batch : int, default 1. Optimiser steps taken on each mini-batch before the next one (SSCN's
         classifier: 10); an epoch is then ``iters_per_epoch * steps_per_batch`` iterations, and ``n_iter``
         counts steps.
+    distributed : bool or "auto", default False
+        Data-parallel training over the default ``torch.distributed`` process group (see the module
+        docstring). "auto": on iff a group of more than one process is initialised; True: requires an
+        initialised group (``ValueError`` otherwise). Needs ``batch_size >= world_size``, the same data,
+        ``fingerprint`` and configuration on every rank (checked at the start), and a ``loss_fn`` whose loss
+        and logs are means over the batch rows.
 
     After :meth:`run`, ``history`` holds ``{"train": {"iter": [...], "loss": [...], "lr": [...], <logs>},
     "eval": {"iter": [...], <callback values>}}`` and ``iteration`` the number of steps done.
+    ``rank`` and ``world_size`` are 0 and 1 unless training data-parallel; ``is_main`` is ``rank == 0``.
     """
 
     def __init__(self, module, loss_fn, n_samples, *, n_iter, batch_size, lr=1e-3, param_lrs=None, lr_min=0.0,
                  schedule="cosine", grad_clip=None, random_state=None, verbose=False, callbacks=(), log_every=1,
                  checkpoint_dir=None, checkpoint_every=None, resume=False, fingerprint=None, keep_checkpoints=2,
-                 desc="train", optimizer=None, steps_per_batch=1):
+                 desc="train", optimizer=None, steps_per_batch=1, distributed=False):
         if not isinstance(module, torch.nn.Module):
             raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
         if not callable(loss_fn):
@@ -177,6 +198,14 @@ class Trainer:
         else:
             self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda _e: 1.0)
 
+        self.distributed = _dist_helpers.resolve(distributed)
+        self.rank = _dist_helpers.get_rank() if self.distributed else 0
+        self.world_size = _dist_helpers.get_world_size() if self.distributed else 1
+        self.is_main = self.rank == 0
+        if self.batch_size < self.world_size:
+            raise ValueError(f"batch_size={self.batch_size} is smaller than the number of processes "
+                             f"({self.world_size}): every rank needs at least one row of each batch")
+
         self.generator = torch.Generator().manual_seed(self.seed)
         self.iteration = 0
         self._perm = None
@@ -192,6 +221,68 @@ class Trainer:
             self._perm = torch.randperm(self.n_samples, generator=self.generator)
         return self._perm[pos * self.batch_size:(pos + 1) * self.batch_size]
 
+    def _shard(self, idx):
+        """This rank's slice of the global batch ``idx`` and its weight ``m_r / M`` (1 when not distributed)."""
+        if not self.distributed:
+            return idx, 1.0
+        local = idx.tensor_split(self.world_size)[self.rank]
+        return local, local.shape[0] / idx.shape[0]
+
+    # ------------------------------------------------------------------ data parallel
+    # A manual all_reduce of the gradients after the local backward, not torch's DistributedDataParallel:
+    # the Trainer's contract lets loss_fn call sub-modules directly (SENet runs the key net over the whole
+    # dictionary block by block) and back-propagate several times per step (SENet's Alg. 2 accumulates
+    # ``.grad`` block by block), while DDP needs one forward through its wrapper and one backward per step.
+    # One coalesced all_reduce per step after backward also weights uneven shards exactly (DDP averages with
+    # equal weights); what it gives up, overlapping communication with backward, is small for these models
+    # (a few MB of weights against a backward over the dictionary).
+    def _sync_start(self):
+        """Check that every rank runs the same configuration, then broadcast rank 0's weights."""
+        import torch.distributed as dist
+
+        mine = json.dumps({"seed": self.seed, "n_samples": self.n_samples, "n_iter": self.n_iter,
+                           "batch_size": self.batch_size, "fingerprint": self.fingerprint,
+                           "params": [[n, list(p.shape)] for n, p in self.module.named_parameters()]},
+                          sort_keys=True, default=str)
+        every = [None] * self.world_size
+        dist.all_gather_object(every, mine)
+        differ = [r for r, v in enumerate(every) if v != every[0]]
+        if differ:
+            raise ValueError(f"ranks {differ} run a different configuration or data than rank 0 (seed, "
+                             "n_samples, n_iter, batch_size, fingerprint or parameter shapes differ); every "
+                             "rank must train the same model on the same data")
+
+    def _broadcast_module(self):
+        import torch.distributed as dist
+
+        with torch.no_grad():
+            for t in self.module.state_dict().values():
+                dist.broadcast(t, src=0)
+
+    def _all_reduce(self, weight, loss_value, logs):
+        """Sum ``weight * grad`` over ranks into every ``.grad``; return the global loss and logs."""
+        import torch.distributed as dist
+
+        params = self.params
+        flat = []
+        for p in params:
+            g = p.grad
+            flat.append((torch.zeros_like(p) if g is None else g * weight).reshape(-1))
+        has_grad = torch.tensor([0.0 if p.grad is None else 1.0 for p in params], dtype=flat[0].dtype)
+        buf = torch.cat([*flat, has_grad])
+        dist.all_reduce(buf)
+        keys = sorted(logs)
+        scal = torch.tensor([loss_value, *(float(logs[k]) for k in keys)], dtype=torch.float64) * weight
+        dist.all_reduce(scal)
+        off = 0
+        for p, used in zip(params, buf[-len(params):].tolist()):
+            n = p.numel()
+            if used > 0:  # some rank produced a gradient for p (None only when no rank did, as in one process)
+                p.grad = buf[off:off + n].reshape(p.shape).to(p.dtype, copy=True)
+            off += n
+        vals = scal.tolist()
+        return vals[0], dict(zip(keys, vals[1:]))
+
     # ------------------------------------------------------------------ loop
     def run(self):
         """Train until ``n_iter`` iterations are done (from a checkpoint when resuming); returns ``history``.
@@ -200,8 +291,12 @@ class Trainer:
         from the checkpoint), so random layers (dropout, noise) are reproducible and the caller's global
         random stream is left untouched.
         """
+        if self.distributed:
+            self._sync_start()
         if self.resume and self.checkpoint_dir is not None:
             self.load_checkpoint()
+        if self.distributed:
+            self._broadcast_module()
         with torch.random.fork_rng(devices=[]):
             if self._torch_rng is not None:
                 torch.set_rng_state(self._torch_rng)
@@ -215,20 +310,22 @@ class Trainer:
         except ImportError:  # pragma: no cover - tqdm is a dependency
             tqdm = None
         bar = None
-        if self.verbose and tqdm is not None and self.iteration < self.n_iter:
+        if self.verbose and self.is_main and tqdm is not None and self.iteration < self.n_iter:
             bar = tqdm(total=self.n_iter, initial=self.iteration, desc=self.desc, dynamic_ncols=True, leave=True)
         window = deque(maxlen=50)
         self.module.train()
         t0 = time.perf_counter()
         try:
             while self.iteration < self.n_iter:
-                idx = self._batch()
+                idx, weight = self._shard(self._batch())
                 self.optimizer.zero_grad(set_to_none=True)
                 out = self.loss_fn(idx)
                 loss, logs = (out if isinstance(out, tuple) else (out, {}))
                 if isinstance(loss, torch.Tensor) and loss.requires_grad:
                     loss.backward()
                 loss_value = float(loss.detach()) if isinstance(loss, torch.Tensor) else float(loss)
+                if self.distributed:  # before the finiteness check, so that every rank raises together
+                    loss_value, logs = self._all_reduce(weight, loss_value, logs)
                 if not math.isfinite(loss_value):
                     raise FloatingPointError(
                         f"loss is {loss_value} at iteration {self.iteration + 1}; lower the learning rate or check the data")
@@ -305,9 +402,14 @@ class Trainer:
         return tensors, config
 
     def save_checkpoint(self):
-        """Write a checkpoint of the current state to ``checkpoint_dir`` (atomic; see the module docstring)."""
+        """Write a checkpoint of the current state to ``checkpoint_dir`` (atomic; see the module docstring).
+
+        Data-parallel: only rank 0 writes (the state is the same on every rank); other ranks return None.
+        """
         if self.checkpoint_dir is None:
             raise ValueError("checkpoint_dir is not set")
+        if not self.is_main:
+            return None
         tensors, config = self._state()
         name = f"ckpt-{self.iteration:09d}"
         save_model_file(self.checkpoint_dir / name, tensors, config, kind=CHECKPOINT_KIND)
@@ -319,11 +421,11 @@ class Trainer:
                     q.unlink()
         return self.checkpoint_dir / name
 
-    def load_checkpoint(self):
-        """Restore the newest checkpoint of ``checkpoint_dir``; returns False when there is none."""
+    def _read_checkpoint(self):
+        """``(tensors, config)`` of the newest checkpoint of ``checkpoint_dir``, or None when there is none."""
         pointer = self.checkpoint_dir / "latest.json"
         if not pointer.exists():
-            return False
+            return None
         try:
             name = json.loads(pointer.read_text("utf-8"))["checkpoint"]
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
@@ -333,6 +435,36 @@ class Trainer:
             raise ValueError(
                 f"checkpoint {self.checkpoint_dir / name} was written by a different run (model configuration, "
                 "data or n_iter differ); use another checkpoint_dir or resume=False")
+        return tensors, config
+
+    def load_checkpoint(self):
+        """Restore the newest checkpoint of ``checkpoint_dir``; returns False when there is none.
+
+        Data-parallel: rank 0 reads it (only its ``checkpoint_dir`` needs to exist) and broadcasts it; an error
+        reading it is raised on every rank.
+        """
+        if not self.distributed:
+            found = self._read_checkpoint()
+        else:
+            import torch.distributed as dist
+
+            box, error = [None], None
+            if self.is_main:
+                try:
+                    box[0] = ("ok", self._read_checkpoint())
+                except Exception as exc:  # tell the other ranks before raising, or they wait forever
+                    error = exc
+                    box[0] = ("error", (isinstance(exc, ValueError), f"{type(exc).__name__}: {exc}"))
+            dist.broadcast_object_list(box, src=0)
+            status, found = box[0]
+            if error is not None:
+                raise error
+            if status == "error":
+                is_value_error, msg = found
+                raise (ValueError if is_value_error else RuntimeError)(f"rank 0 could not resume: {msg}")
+        if found is None:
+            return False
+        tensors, config = found
         self.module.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
         opt_state = {}
         for k, v in tensors.items():

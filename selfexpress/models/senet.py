@@ -301,6 +301,15 @@ class SENet(SelfExpressiveClustering):
     backend_options : dict or None
         Options of the backend: ``dask_address`` (None: a 2-worker ``LocalCluster``), ``n_workers``;
         ``n_candidates``, ``faiss_index`` ("flat" | "ivf"), ``nlist``, ``nprobe`` for faiss.
+    distributed : bool or "auto", default "auto"
+        Data-parallel training over the default ``torch.distributed`` process group (launch with ``torchrun``
+        and call :func:`selfexpress.distributed.init_from_env`; see ``docs/scaling.md``). "auto": on iff a
+        group of more than one process is initialised; True: requires one; False: train alone even inside a
+        group. Every rank calls ``fit`` on the same ``X`` and trains on its slice of each mini-batch; the
+        gradients are all-reduced so the run follows the single-process one (same loss curve up to float
+        summation order; not exactly with ``teacher="ensc"``, whose columns depend on the batch rows), and
+        every rank ends with the same weights. Coefficients and clustering after training are not split:
+        every rank computes them (same labels); write outputs from rank 0 only.
 
     Attributes
     ----------
@@ -318,7 +327,7 @@ class SENet(SelfExpressiveClustering):
                  normalize=True, n_train=None, teacher=None, teacher_weight=3000.0, n_sampled_atoms=1000,
                  inactive_grad="zero", eval_every=None, random_state=None, device="cpu",
                  verbose=False, checkpoint_dir=None, checkpoint_every=1000, resume=False, backend="local",
-                 backend_options=None):
+                 backend_options=None, distributed="auto"):
         self.n_clusters = n_clusters
         self.hidden_sizes = hidden_sizes
         self.embed_dim = embed_dim
@@ -351,6 +360,7 @@ class SENet(SelfExpressiveClustering):
         self.resume = resume
         self.backend = backend
         self.backend_options = backend_options
+        self.distributed = distributed
 
     # ------------------------------------------------------------------ validation / building
     def _check_params(self):
@@ -398,6 +408,9 @@ class SENet(SelfExpressiveClustering):
             unknown = sorted(set(self.backend_options) - allowed)
             if unknown:
                 raise ValueError(f"unknown backend_options {unknown}; allowed: {sorted(allowed)}")
+        if not (isinstance(self.distributed, bool) or (isinstance(self.distributed, str)
+                                                        and self.distributed == "auto")):
+            raise ValueError(f"distributed must be True, False or 'auto', got {self.distributed!r}")
         try:
             torch.device(self.device)
         except (RuntimeError, TypeError) as exc:
@@ -477,7 +490,7 @@ class SENet(SelfExpressiveClustering):
     def _fingerprint(self, X):
         params = {k: v for k, v in self.get_params().items()
                   if k not in ("verbose", "checkpoint_dir", "checkpoint_every", "resume", "device", "eval_every",
-                               "n_init", "n_components", "affinity", "n_neighbors", "n_nonzero")}
+                               "n_init", "n_components", "affinity", "n_neighbors", "n_nonzero", "distributed")}
         params["hidden_sizes"] = list(self._check_params())
         return {"model": MODEL_KIND, "params": params,
                 "data": hashlib.sha1(np.ascontiguousarray(X, dtype=np.float32).tobytes()).hexdigest(),
@@ -538,7 +551,7 @@ class SENet(SelfExpressiveClustering):
             param_lrs=param_lrs, lr_min=0.0, schedule="cosine", grad_clip=self.grad_clip, random_state=seed,
             verbose=self.verbose, callbacks=callbacks, log_every=max(1, int(self.n_iter) // 2000),
             checkpoint_dir=self.checkpoint_dir, checkpoint_every=self.checkpoint_every, resume=self.resume,
-            fingerprint=self._fingerprint(Xtr), desc="SENet")
+            fingerprint=self._fingerprint(Xtr), desc="SENet", distributed=self.distributed)
         t0 = time.perf_counter()
         trainer.run()
         self.timings_["train"] = time.perf_counter() - t0
