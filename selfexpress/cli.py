@@ -84,6 +84,7 @@ def build_parser():
 
 
 def _cmd_cluster(args):
+    from . import distributed
     from .io import atomic_save_npy, atomic_write_json
     from .pipeline import run
 
@@ -94,10 +95,18 @@ def _cmd_cluster(args):
         "backend": args.backend,
         "backend_options": {"dask_address": args.dask_address} if args.dask_address else None,
     }
+    # Launched by torchrun (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT set): join the gloo process group, so SENet
+    # (distributed="auto") trains data-parallel; every rank runs the same command, only rank 0 prints and writes.
+    is_main = not distributed.init_from_env() or distributed.is_main_process()
     t0 = time.perf_counter()
-    res = run(dataset=args.dataset, method=args.method, n_clusters=args.n_clusters, input_path=args.input,
-              labels_path=args.labels, data_dir=args.data_dir, cache_dir=args.cache_dir,
-              random_state=args.random_state, verbose=not args.quiet, **params)
+    try:
+        res = run(dataset=args.dataset, method=args.method, n_clusters=args.n_clusters, input_path=args.input,
+                  labels_path=args.labels, data_dir=args.data_dir, cache_dir=args.cache_dir,
+                  random_state=args.random_state, verbose=not args.quiet and is_main, **params)
+    finally:
+        distributed.shutdown()
+    if not is_main:
+        return 0
     total = time.perf_counter() - t0
     source = str(args.input) if args.input else args.dataset
     print(f"{args.method} on {source}: {len(res.labels)} points, {len(np.unique(res.labels))} clusters, {total:.1f} s")

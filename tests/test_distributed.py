@@ -9,7 +9,9 @@ The two ranks are launched as subprocesses running this file with ``RANK``, ``WO
 * a tiny SENet (60 points of 3 subspaces, width 16, 20 iterations), Alg. 1 with batch 20 and Alg. 2 with
   batch 15 (8 + 7 rows): same loss curve and final weights as one process, identical weights on both ranks
   after every iteration, checkpoints written by rank 0 only, and a 2-process checkpoint resumed in one
-  process continues the single-process run.
+  process continues the single-process run, and so does a 2-process resume where only rank 0 has the
+  checkpoint;
+* a configuration that differs between the ranks (here the seed) is refused on every rank.
 """
 
 import hashlib
@@ -73,7 +75,8 @@ def _toy_trainer(**kw):
     def record(trainer, iteration, logs):  # after the step: .grad holds the (all-reduced) gradient
         grads.append([p.grad.detach().clone().numpy() for p in trainer.params])
 
-    tr = Trainer(module, loss_fn, 63, n_iter=6, batch_size=21, lr=1e-2, random_state=0, callbacks=[record], **kw)
+    kw = {"random_state": 0, **kw}
+    tr = Trainer(module, loss_fn, 63, n_iter=6, batch_size=21, lr=1e-2, callbacks=[record], **kw)
     tr.run()
     return tr, grads
 
@@ -103,6 +106,10 @@ def _worker(out):
     result["toy"] = {"loss": tr.history["train"]["loss"], "mae": tr.history["train"]["mae"],
                      "rank": tr.rank, "world_size": tr.world_size}
     np.savez(out / f"toy_grads_{rank}.npz", *[g for step in grads for g in step])
+    try:  # rank 1 uses another seed: every rank must refuse before training
+        _toy_trainer(distributed=True, random_state=rank)
+    except ValueError as exc:
+        result["mismatch"] = str(exc)
 
     X, _ = _data()
     for name, (algorithm, bs) in SENET_RUNS.items():
@@ -115,6 +122,17 @@ def _worker(out):
                         "timings": model.timings_}
         np.savez(out / f"{name}_weights_{rank}.npz",
                  **{k: v.numpy() for k, v in model.module_.state_dict().items()})
+    # resume the Alg. 1 run from its iteration-10 checkpoint on 2 ranks: only rank 0 has the checkpoint folder
+    resume_dir = out / f"resume_rank{rank}"
+    if rank == 0:
+        resume_dir.mkdir()
+        for suffix in (".json", ".safetensors"):
+            src = out / "ckpt_sgd_rank0" / f"ckpt-000000010{suffix}"
+            (resume_dir / src.name).write_bytes(src.read_bytes())
+        (resume_dir / "latest.json").write_text(json.dumps({"checkpoint": "ckpt-000000010", "iteration": 10}))
+    model = _senet("sgd", 20, checkpoint_dir=resume_dir, checkpoint_every=10, resume=True).fit(X)
+    result["resumed"] = {"history": model.history_["train"], "n_iter": model.n_iter_}
+    np.savez(out / f"resumed_weights_{rank}.npz", **{k: v.numpy() for k, v in model.module_.state_dict().items()})
     result["seconds"] = time.perf_counter() - t0
     (out / f"result_{rank}.json").write_text(json.dumps(result))
     sdist.shutdown()
@@ -185,6 +203,8 @@ def test_ranks_ran_data_parallel(two_ranks):
     _, results, seconds = two_ranks
     assert [r["rank"] for r in results] == [0, 1] and {r["world_size"] for r in results} == {WORLD}
     assert [r["toy"]["rank"] for r in results] == [0, 1] and {r["toy"]["world_size"] for r in results} == {WORLD}
+    for r in results:  # a configuration that differs between ranks is refused on every rank
+        assert "ranks [1] run a different configuration" in r["mismatch"]
     print(f"2-rank launch wall time {seconds:.1f} s (after init: {[round(r['seconds'], 1) for r in results]} s; "
           f"training: {[[round(r[n]['timings']['train'], 2) for n in SENET_RUNS] for r in results]} s)")
 
@@ -251,6 +271,20 @@ def test_two_process_checkpoint_resumes_in_one_process(two_ranks, tmp_path):
     np.testing.assert_allclose(model.history_["train"]["loss"], ref.history_["train"]["loss"], rtol=RTOL)
     for k, v in ref.module_.state_dict().items():
         np.testing.assert_allclose(model.module_.state_dict()[k].numpy(), v.numpy(), rtol=RTOL, atol=1e-6)
+
+
+def test_two_process_resume_reads_the_checkpoint_on_rank_0_only(two_ranks):
+    """2 ranks resume from iteration 10; rank 1 has no checkpoint folder (rank 0 broadcasts the state)."""
+    out, results, _ = two_ranks
+    X, _ = _data()
+    ref = _senet("sgd", 20).fit(X)
+    for r in range(WORLD):
+        assert results[r]["resumed"]["n_iter"] == 20
+        np.testing.assert_allclose(results[r]["resumed"]["history"]["loss"], ref.history_["train"]["loss"], rtol=RTOL)
+        with np.load(out / f"resumed_weights_{r}.npz") as f:
+            for k, v in ref.module_.state_dict().items():
+                np.testing.assert_allclose(f[k], v.numpy(), rtol=RTOL, atol=1e-6)
+    assert not (out / "resume_rank1").exists()
 
 
 if __name__ == "__main__":  # one rank of the two_ranks fixture
