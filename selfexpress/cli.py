@@ -19,6 +19,8 @@ EPILOG = """examples:
   selfexpress cluster --dataset digits --method ensc    # EnSC on scikit-learn's digits
   selfexpress cluster --dataset mnist-full --method senet --data-dir ../shared/data
   selfexpress cluster --input points.npy --n-clusters 5 --method ensc --output out/
+  selfexpress cluster --dataset mnist-test --method sscn --data-dir ../shared/data --save-model sscn
+  selfexpress predict --model sscn --dataset mnist-train --data-dir ../shared/data
 """
 
 
@@ -49,7 +51,8 @@ def build_parser():
     src.add_argument("--data-dir", type=Path, help="folder with the dataset files (e.g. ../shared/data)")
     src.add_argument("--cache-dir", type=Path, help="feature cache folder")
     m = c.add_argument_group("method")
-    m.add_argument("--method", default="senet", choices=["senet", "ensc", "ssc-omp", "kmeans", "spectral"])
+    m.add_argument("--method", default="senet", choices=["senet", "ensc", "ssc-omp", "sscn", "dscnet", "kmeans",
+                                                               "spectral"])
     m.add_argument("--n-clusters", type=int, help="number of clusters (default: from the labels)")
     m.add_argument("--gamma", type=float, help="weight of the reconstruction term (EnSC, SENet)")
     m.add_argument("--tau", type=float, help="EnSC l1/l2 trade-off in [0, 1]")
@@ -71,7 +74,7 @@ def build_parser():
     out.add_argument("--plot", action="store_true", help="also write figures (|C| sorted by cluster, curves)")
     out.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
-    pr = sub.add_parser("predict", help="label new points with a saved SENet model")
+    pr = sub.add_parser("predict", help="label new points with a saved SENet or SSCN model")
     pr.add_argument("--model", type=Path, required=True)
     pr.add_argument("--input", type=Path)
     pr.add_argument("--dataset", help="built-in dataset name instead of --input")
@@ -140,13 +143,13 @@ def _cmd_cluster(args):
 def _cmd_predict(args):
     from .io import atomic_save_npy, atomic_write_json
     from .metrics import evaluate
-    from .models.senet import SENet
     from .pipeline import load_input
 
-    model = SENet.load(args.model)
+    model = _load_model(args.model)
     if args.input is None and args.dataset is None:
         raise ValueError("give --input FILE or --dataset NAME")
-    X, y, _ = load_input(args.dataset, args.input, args.labels, args.data_dir)
+    raw = type(model).__name__ == "SSCN"  # SSCN reads raw pixels in [0, 1], SENet features
+    X, y, _ = load_input(args.dataset, args.input, args.labels, args.data_dir, raw=raw)
     labels = model.predict(X)
     print(f"predicted {len(labels)} points")
     metrics = evaluate(y, labels) if y is not None else {}
@@ -157,6 +160,24 @@ def _cmd_predict(args):
         atomic_save_npy(args.output / "labels.npy", labels)
         atomic_write_json(args.output / "metrics.json", {"metrics": metrics, "n_samples": int(len(labels))})
     return 0
+
+
+def _load_model(path):
+    """Load a saved model, choosing the class from the kind recorded in its JSON (SENet or SSCN)."""
+    from .models.senet import SENet
+
+    kind = None
+    try:
+        p = Path(path)
+        meta = p.with_suffix(".json") if p.suffix in (".json", ".safetensors") else Path(f"{p}.json")
+        kind = json.loads(meta.read_text("utf-8")).get("kind")
+    except (OSError, ValueError, AttributeError):
+        pass  # the loader below reports missing or malformed files
+    if kind == "sscn":
+        from .models.sscn import SSCN
+
+        return SSCN.load(path)
+    return SENet.load(path)
 
 
 def _cmd_datasets(_args):

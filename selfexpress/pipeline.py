@@ -10,13 +10,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["METHODS", "PRESETS", "make_estimator", "load_input", "run", "RunResult"]
+__all__ = ["METHODS", "PRESETS", "RAW_INPUT_METHODS", "make_estimator", "load_input", "run", "RunResult"]
 
 #: method name -> (module, class name)
 METHODS = {
     "senet": ("selfexpress.models.senet", "SENet"),
     "ensc": ("selfexpress.models.ensc", "ElasticNetSubspaceClustering"),
     "ssc-omp": ("selfexpress.models.ssc_omp", "SSCOMP"),
+    "sscn": ("selfexpress.models.sscn", "SSCN"),
+    "dscnet": ("selfexpress.models.dscnet", "DSCNet"),
     "kmeans": (None, "kmeans"),
     "spectral": (None, "spectral"),
 }
@@ -35,6 +37,18 @@ PRESETS = {
                              n_iter=2500, hidden_sizes=(256, 256, 256), embed_dim=256, lr_threshold=0.03,
                              teacher="ensc", n_nonzero=100),
 }
+
+# SSCN / DSC-Net: raw pixels in [0, 1] through their own conv auto-encoder (the reference's MNIST settings are
+# the estimators' defaults); vector data goes through the identity ("linear") variant.
+PRESETS.update({
+    ("sscn", "image"): dict(architecture="conv", image_shape=(28, 28)),
+    ("sscn", "synthetic"): dict(max_cluster_dim=6, n_epochs=100, batch_size=200, batch_size_clf=200, n_neighbors=30),
+    ("dscnet", "image"): dict(architecture="conv", image_shape=(28, 28)),
+    ("dscnet", "synthetic"): dict(max_cluster_dim=6, n_neighbors=30),
+})
+
+#: methods that read raw pixels in [0, 1] (their own encoder), not scattering + PCA features
+RAW_INPUT_METHODS = {"sscn", "dscnet"}
 
 
 #: senet.txt / reference-code settings (GPU scale: 100k iterations of 3 x 1024 nets).
@@ -58,7 +72,7 @@ class RunResult:
 
 
 def load_input(dataset="synthetic", input_path=None, labels_path=None, data_dir=None, cache_dir=None,
-               n_components=500, random_state=0, verbose=False):
+               n_components=500, random_state=0, verbose=False, raw=False):
     """Return ``(X, y, n_clusters_hint)`` for a built-in dataset name or a user file.
 
     ``dataset``: ``synthetic`` (5 subspaces of dim 6 in R^15, 200 points each, senet.txt §4.1),
@@ -66,6 +80,8 @@ def load_input(dataset="synthetic", input_path=None, labels_path=None, data_dir=
     (``mnist-full``, ``mnist-test``, ``fashion-mnist-full``, ...; scattering + PCA features, cached).
     ``input_path``: a ``.npy``, ``.csv``, ``.txt``, ``.mat`` or idx file of points (rows); ``labels_path``
     optionally gives ground truth for the metrics.
+    ``raw=True`` (methods in :data:`RAW_INPUT_METHODS`): an image dataset's pixels flattened to
+    ``(n, H*W[*C])`` float32 and scaled to [0, 1] (uint8 / 255), instead of features.
     """
     if input_path is not None:
         from .data import load_array, load_idx, load_labels, load_mat
@@ -94,6 +110,14 @@ def load_input(dataset="synthetic", input_path=None, labels_path=None, data_dir=
 
         d = load_digits()
         return d.data.astype(np.float32), d.target, 10
+    if raw:
+        from .data import load_dataset
+
+        ds = load_dataset(dataset, data_dir=data_dir, verbose=verbose)
+        X = ds.data.astype(np.float32)
+        if ds.images is not None and ds.images.dtype == np.uint8:
+            X /= 255.0
+        return X, ds.labels, ds.n_classes
     from .features import dataset_features
 
     X, y = dataset_features(dataset, data_dir=data_dir, n_components=n_components, cache_dir=cache_dir,
@@ -171,7 +195,7 @@ def run(dataset="synthetic", method="senet", n_clusters=None, input_path=None, l
     timings = {}
     t0 = time.perf_counter()
     X, y, k_hint = load_input(dataset, input_path, labels_path, data_dir, cache_dir,
-                              random_state=random_state, verbose=verbose)
+                              random_state=random_state, verbose=verbose, raw=method in RAW_INPUT_METHODS)
     timings["load+features"] = time.perf_counter() - t0
     n_clusters = n_clusters or k_hint
     if n_clusters is None:

@@ -83,7 +83,7 @@ class DSCNet(ClusterMixin, BaseEstimator):
                  kernel_sizes=(5, 3, 3), channels=(10, 20, 30), stride=2, paddings=(2, 1, 1),
                  lambda_reconst=1.0, lambda_reg=1.0, lambda_ssc=1.0, n_epochs_ae=100, batch_size_ae=10000,
                  lr_ae=1e-3, n_epochs=30, lr=1e-3, noise_threshold=0.1, noise_alpha=8.0, postprocess="sparse",
-                 n_neighbors=100, max_nonzero=None, block_size=1024, n_init=20, pretrained_autoencoder=None,
+                 n_neighbors=300, max_nonzero=None, block_size=1024, n_init=20, pretrained_autoencoder=None,
                  random_state=None, device="cpu", verbose=False):
         self.n_clusters = n_clusters
         self.max_cluster_dim = max_cluster_dim
