@@ -347,3 +347,15 @@ def test_dscnet_fits_keeps_zero_diagonal_and_is_memory_guarded(images, monkeypat
     with pytest.raises(InsufficientMemoryError, match="self-expressive layer C"):
         DSCNet(**{k: TINY_CONV[k] for k in ("n_clusters", "image_shape", "kernel_sizes", "channels",
                                              "paddings")}).fit(images)
+
+
+def test_checkpoints_resume_to_the_same_model(tmp_path, data, fitted):
+    X, _ = data
+    a = SSCN(**TINY, checkpoint_dir=tmp_path).fit(X)
+    assert np.array_equal(a.labels_, fitted.labels_)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clf", "se"]  # linear: no auto-encoder stage
+    b = SSCN(**TINY, checkpoint_dir=tmp_path, resume=True).fit(X)  # every stage found finished
+    assert np.array_equal(b.labels_, a.labels_)
+    assert torch.equal(b.module_.classifier.R, a.module_.classifier.R)
+    with pytest.raises(ValueError, match="different run"):
+        SSCN(**{**TINY, "n_epochs_clf": 6}, checkpoint_dir=tmp_path, resume=True).fit(X)

@@ -45,13 +45,14 @@ class DSCNetModule(nn.Module):
         C = torch.full((n_samples, n_samples), float(init))
         C.fill_diagonal_(0.0)
         self.C = nn.Parameter(C)
-        self.C.register_hook(self._zero_diagonal)
+        # after every backward, zero the diagonal of C's gradient in place (no n x n temporary): Adam then never
+        # moves diag(C) away from 0
+        self.C.register_post_accumulate_grad_hook(self._zero_diagonal)
 
     @staticmethod
-    def _zero_diagonal(grad):
-        grad = grad.clone() if grad.requires_grad else grad
-        grad.fill_diagonal_(0.0)
-        return grad
+    def _zero_diagonal(param):
+        with torch.no_grad():
+            param.grad.fill_diagonal_(0.0)
 
 
 class DSCNet(ClusterMixin, BaseEstimator):

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -440,9 +441,15 @@ class SSCN(ClusterMixin, BaseEstimator):
     def _tensor(self, X):
         return torch.as_tensor(np.ascontiguousarray(X, dtype=np.float32), device=self.device)
 
-    def _fingerprint(self, X):
-        skip = ("verbose", "checkpoint_dir", "resume", "device", "pretrained_autoencoder", "n_init",
-                "postprocess", "n_neighbors", "max_nonzero", "block_size")
+    #: parameters that only matter from the pseudo-labels on (not part of the AE / SE checkpoints' identity)
+    _LATE_PARAMS = ("noise_threshold", "noise_alpha", "postprocess", "n_neighbors", "max_nonzero", "block_size",
+                    "n_init", "n_epochs_clf", "batch_size_clf", "steps_per_batch", "lr_clf", "momentum", "beta2")
+
+    def _fingerprint(self, X, stage):
+        """Identity of a training stage for its checkpoints: the parameters it depends on and the data."""
+        skip = {"verbose", "checkpoint_dir", "resume", "device", "pretrained_autoencoder"}
+        if stage != "clf":
+            skip |= set(self._LATE_PARAMS)
         params = {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.get_params().items() if k not in skip}
         pre = None
         if self.pretrained_autoencoder is not None:
@@ -451,7 +458,7 @@ class SSCN(ClusterMixin, BaseEstimator):
                 h.update(k.encode())
                 h.update(self.pretrained_autoencoder[k].detach().cpu().numpy().tobytes())
             pre = h.hexdigest()
-        return {"model": MODEL_KIND, "params": params, "pretrained": pre,
+        return {"model": MODEL_KIND, "stage": stage, "params": params, "pretrained": pre,
                 "data": hashlib.sha1(np.ascontiguousarray(X, dtype=np.float32).tobytes()).hexdigest(),
                 "shape": list(X.shape)}
 
@@ -495,8 +502,7 @@ class SSCN(ClusterMixin, BaseEstimator):
         self.module_ = module
         self.n_parameters_ = int(sum(p.numel() for p in module.parameters() if p.requires_grad))
         Xt = self._tensor(X)
-        fp = self._fingerprint(X)
-        ckpt = None if self.checkpoint_dir is None else __import__("pathlib").Path(self.checkpoint_dir)
+        ckpt = None if self.checkpoint_dir is None else Path(self.checkpoint_dir)
 
         # 1. auto-encoder pretraining
         t0 = time.perf_counter()
@@ -512,7 +518,7 @@ class SSCN(ClusterMixin, BaseEstimator):
                                           batch_size=int(self.batch_size_ae), lr=float(self.lr_ae),
                                           random_state=seed, verbose=self.verbose,
                                           checkpoint_dir=None if ckpt is None else ckpt / "ae", resume=self.resume,
-                                          fingerprint={**fp, "stage": "ae"})
+                                          fingerprint=self._fingerprint(X, "ae"))
                 self.history_["ae"] = tr.history
         self.pretrained_autoencoder_ = {k: v.detach().cpu().clone() for k, v in
                                         module.autoencoder.state_dict().items()}
@@ -533,7 +539,7 @@ class SSCN(ClusterMixin, BaseEstimator):
             tr = Trainer(se_net, se_loss, n, n_iter=int(self.n_epochs) * max(1, n // bs), batch_size=bs,
                          lr=float(self.lr), schedule="constant", random_state=seed + 1, verbose=self.verbose,
                          log_every=max(1, n // bs), checkpoint_dir=None if ckpt is None else ckpt / "se",
-                         resume=self.resume, fingerprint={**fp, "stage": "se"}, desc="SSCN self-expression")
+                         resume=self.resume, fingerprint=self._fingerprint(X, "se"), desc="SSCN self-expression")
             tr.run()
             self.history_["se"] = tr.history
         module.eval()
@@ -588,7 +594,7 @@ class SSCN(ClusterMixin, BaseEstimator):
             tr = Trainer(clf, clf_loss, n, n_iter=n_iter, batch_size=bsc, lr=float(self.lr_clf), schedule="constant",
                          random_state=seed + 2, verbose=self.verbose, log_every=steps,
                          checkpoint_dir=None if ckpt is None else ckpt / "clf", resume=self.resume,
-                         fingerprint={**fp, "stage": "clf"}, desc="SSCN rotation classifier",
+                         fingerprint=self._fingerprint(X, "clf"), desc="SSCN rotation classifier",
                          optimizer=lambda groups: CayleyAdam(groups, betas=betas), steps_per_batch=steps)
             tr.run()
             self.history_["clf"] = tr.history
