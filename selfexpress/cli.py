@@ -171,8 +171,8 @@ def _load_model(path):
         p = Path(path)
         meta = p.with_suffix(".json") if p.suffix in (".json", ".safetensors") else Path(f"{p}.json")
         kind = json.loads(meta.read_text("utf-8")).get("kind")
-    except (OSError, ValueError, AttributeError):
-        pass  # the loader below reports missing or malformed files
+    except (OSError, ValueError, AttributeError, RecursionError):
+        pass  # the loader below reports missing or malformed files (deeply nested JSON included)
     if kind == "sscn":
         from .models.sscn import SSCN
 

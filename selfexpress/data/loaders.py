@@ -182,7 +182,8 @@ def load_array(path, *, mmap_mode=None, delimiter=None, skiprows=0, dtype=np.flo
         try:
             return np.load(path, allow_pickle=False, mmap_mode=mmap_mode)
         except ValueError as exc:
-            if "pickle" in str(exc).lower():
+            msg = str(exc).lower()
+            if "pickle" in msg or "python objects" in msg:  # the memory-mapped path words it differently
                 raise ValueError(f"{path} holds Python objects (pickled); refusing to load it. Save a numeric "
                                  "array instead") from None
             raise ValueError(f"{path} is not a valid .npy file: {exc}") from None
