@@ -69,7 +69,7 @@ def mass_threshold(C=None, *, factor=None, ro=0.1, max_nonzero=None, block_size=
         Cap on the entries kept per column (None: no cap). A capped column keeps its ``max_nonzero``
         largest entries only.
     block_size : int
-        Columns per block; peak memory about ``16 * n * block_size`` bytes.
+        Columns per block; peak memory about ``32 * n * block_size`` bytes (values, sort order, running sums).
 
     Returns
     -------
@@ -96,10 +96,10 @@ def mass_threshold(C=None, *, factor=None, ro=0.1, max_nonzero=None, block_size=
     if cap < 1:
         raise ValueError(f"max_nonzero must be positive, got {max_nonzero!r}")
     b = max(1, int(block_size))
-    check_allocation(16 * n * min(b, n) + 12 * n * cap, f"DSC post-processing: thrC on {min(b, n)} columns x {n} rows",
-                     f"lower block_size (now {block_size}) or max_nonzero (now {max_nonzero})")
+    check_allocation(32 * n * min(b, n), f"DSC post-processing: thrC on {min(b, n)} columns x {n} rows",
+                     f"lower block_size (now {block_size})")
     rows, cols, vals = [], [], []
-    capped = 0
+    capped = kept = 0
     for j0 in range(0, n, b):
         j1 = min(j0 + b, n)
         # block of columns j0..j1, laid out as rows (bj, n)
@@ -122,6 +122,11 @@ def mass_threshold(C=None, *, factor=None, ro=0.1, max_nonzero=None, block_size=
         rows.append(src.numpy())
         cols.append((r_idx + j0).numpy())
         vals.append(blk[r_idx, src].numpy().astype(np.float32))
+        kept += int(src.numel())
+        # the output's size is data dependent: extrapolate from the columns done so far
+        check_allocation(int(2 * 16 * kept * n / j1) - 16 * kept,
+                         f"DSC post-processing: thrC keeps about {kept / j1:.0f} entries per column",
+                         f"set max_nonzero (now {max_nonzero}) or lower ro (noise_threshold of SSCN / DSCNet)")
     rows = np.concatenate(rows) if rows else np.zeros(0, np.int64)
     cols = np.concatenate(cols) if cols else np.zeros(0, np.int64)
     vals = np.concatenate(vals) if vals else np.zeros(0, np.float32)

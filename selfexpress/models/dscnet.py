@@ -29,8 +29,7 @@ from torch import nn
 
 from .._memory import check_allocation
 from .._validation import check_n_clusters, check_positive, check_random_state_int
-from ._autoencoder import (ConvAutoEncoder, IdentityAutoEncoder, as_input_shape, check_architecture,
-                           pretrain_autoencoder, reconstruction_loss)
+from ._autoencoder import pretrain_autoencoder, reconstruction_loss
 from .sscn import SSCN
 
 __all__ = ["DSCNet", "DSCNetModule"]
@@ -166,8 +165,7 @@ class DSCNet(ClusterMixin, BaseEstimator):
         self.architecture_ = arch
         self.timings_, self.history_ = {}, {}
         with seeded(seed):
-            ae = (ConvAutoEncoder(as_input_shape(self.image_shape), self.kernel_sizes, self.channels, self.stride,
-                                  self.paddings) if arch == "conv" else IdentityAutoEncoder(D))
+            ae = view._autoencoder(D, arch)
             module = DSCNetModule(ae, n).to(self.device)
         self.module_ = module
         self.n_parameters_ = int(sum(p.numel() for p in module.parameters() if p.requires_grad))

@@ -391,17 +391,17 @@ class SSCN(ClusterMixin, BaseEstimator):
             raise ValueError(f"{name} must be (n, D), (n, H, W) or (n, C, H, W), got shape {arr.shape}")
         return check_data(arr.reshape(arr.shape[0], -1), name=name, min_samples=1, allow_zero_rows=True)
 
+    def _autoencoder(self, n_features, arch):
+        if arch == "conv":
+            return ConvAutoEncoder(as_input_shape(self.image_shape), self.kernel_sizes, self.channels, self.stride,
+                                   self.paddings)
+        return IdentityAutoEncoder(n_features)
+
     def _build(self, n_features, arch):
         from ..train import seeded
 
-        K, d = int(self.n_clusters), int(self.max_cluster_dim)
         with seeded(check_random_state_int(self.random_state)):
-            if arch == "conv":
-                ae = ConvAutoEncoder(as_input_shape(self.image_shape), self.kernel_sizes, self.channels,
-                                     self.stride, self.paddings)
-            else:
-                ae = IdentityAutoEncoder(n_features)
-            module = SSCNModule(ae, K, d)
+            module = SSCNModule(self._autoencoder(n_features, arch), int(self.n_clusters), int(self.max_cluster_dim))
         return module.to(self.device)
 
     def _per_point_bytes(self, n_features, arch):
@@ -709,10 +709,9 @@ class SSCN(ClusterMixin, BaseEstimator):
                 raise ValueError(f"architecture {arch!r} does not match the parameters and n_features_in")
             if arch == "linear" and n_features * int(model.n_clusters) * int(model.max_cluster_dim) > 2**31:
                 raise ValueError("the linear embedding implied by the parameters is implausibly large")
-            with torch.device("meta"):
-                ae = (ConvAutoEncoder(as_input_shape(model.image_shape), model.kernel_sizes, model.channels,
-                                      model.stride, model.paddings) if arch == "conv" else IdentityAutoEncoder(n_features))
-                net = SSCNModule(ae, int(model.n_clusters), int(model.max_cluster_dim))
+            with torch.device("meta"):  # shapes only, no memory
+                net = SSCNModule(model._autoencoder(n_features, arch), int(model.n_clusters),
+                                 int(model.max_cluster_dim))
             expected = {f"net.{k}": v for k, v in net.state_dict().items()}
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
             raise ValueError(f"{invalid}: {exc}") from None
