@@ -71,8 +71,8 @@ def part_sscn(a):
     st = Stages()
     with st("load"):
         X, y = _load("mnist-test")
-    params = dict(random_state=a.seed, n_epochs_ae=a.n_epochs_ae, n_epochs=a.n_epochs, n_epochs_clf=a.n_epochs_clf,
-                  n_neighbors=a.n_neighbors, verbose=True)
+    params = dict(random_state=a.seed, n_epochs_ae=a.n_epochs_ae, batch_size_ae=a.batch_size_ae, n_epochs=a.n_epochs,
+                  n_epochs_clf=a.n_epochs_clf, n_neighbors=a.n_neighbors, verbose=True)
     model = SSCN(**params)
     with st("fit"):
         model.fit(X)
@@ -206,6 +206,7 @@ def parser():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n-epochs-ae", type=int, default=100, help="AE pretraining epochs (reference: 100)")
+    p.add_argument("--batch-size-ae", type=int, default=10000, help="AE pretraining batch (reference: 10,000)")
     p.add_argument("--n-epochs", type=int, default=30, help="SE training epochs (reference: 30); also DSC-Net's")
     p.add_argument("--n-epochs-clf", type=int, default=30, help="classifier epochs (reference: 30)")
     p.add_argument("--n-neighbors", type=int, default=300, help="sparse post-processing: affinities per row")
