@@ -51,7 +51,7 @@ def build_parser():
     src.add_argument("--data-dir", type=Path, help="folder with the dataset files (e.g. ../shared/data)")
     src.add_argument("--cache-dir", type=Path, help="feature cache folder")
     m = c.add_argument_group("method")
-    m.add_argument("--method", default="senet", choices=["senet", "ensc", "ssc-omp", "sscn", "dscnet", "kmeans",
+    m.add_argument("--method", default="senet", choices=["senet", "ensc", "ssc-omp", "sscn", "dscnet", "energy", "kmeans",
                                                                "spectral"])
     m.add_argument("--n-clusters", type=int, help="number of clusters (default: from the labels)")
     m.add_argument("--gamma", type=float, help="weight of the reconstruction term (EnSC, SENet)")
@@ -149,6 +149,7 @@ def _cmd_predict(args):
     if args.input is None and args.dataset is None:
         raise ValueError("give --input FILE or --dataset NAME")
     raw = type(model).__name__ == "SSCN"  # SSCN reads raw pixels in [0, 1], SENet features
+    raw = raw or type(model).__name__ == "EnergySubspaceClustering"  # raw pixels too
     X, y, _ = load_input(args.dataset, args.input, args.labels, args.data_dir, raw=raw)
     labels = model.predict(X)
     print(f"predicted {len(labels)} points")
@@ -173,6 +174,10 @@ def _load_model(path):
         kind = json.loads(meta.read_text("utf-8")).get("kind")
     except (OSError, ValueError, AttributeError, RecursionError):
         pass  # the loader below reports missing or malformed files (deeply nested JSON included)
+    if kind == "energy-ssc":
+        from .models.energy import EnergySubspaceClustering
+
+        return EnergySubspaceClustering.load(path)
     if kind == "sscn":
         from .models.sscn import SSCN
 

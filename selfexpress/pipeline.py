@@ -17,6 +17,7 @@ METHODS = {
     "senet": ("selfexpress.models.senet", "SENet"),
     "ensc": ("selfexpress.models.ensc", "ElasticNetSubspaceClustering"),
     "ssc-omp": ("selfexpress.models.ssc_omp", "SSCOMP"),
+    "energy": ("selfexpress.models.energy", "EnergySubspaceClustering"),
     "sscn": ("selfexpress.models.sscn", "SSCN"),
     "dscnet": ("selfexpress.models.dscnet", "DSCNet"),
     "kmeans": (None, "kmeans"),
@@ -50,6 +51,9 @@ PRESETS.update({
 #: methods that read raw pixels in [0, 1] (their own encoder), not scattering + PCA features
 RAW_INPUT_METHODS = {"sscn", "dscnet"}
 
+# Energy-based SSC (LDRSC): raw pixels through its own contrastive encoder; images only (no vector variant).
+PRESETS[("energy", "image")] = dict(image_shape=(28, 28))
+RAW_INPUT_METHODS.add("energy")
 
 #: senet.txt / reference-code settings (GPU scale: 100k iterations of 3 x 1024 nets).
 PAPER_PRESETS = {
