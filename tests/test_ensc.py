@@ -169,6 +169,23 @@ def test_deterministic():
     np.testing.assert_array_equal(a.labels_, b.labels_)
 
 
+def test_parallel_solve_workers_give_identical_coefficients():
+    """The restricted solves run on a pool of threads; blocks are independent, so 1 and 2 workers agree bit for
+    bit (and the blocks are small enough here that several run at once)."""
+    import torch
+
+    X, _ = _data(n_per=60, seed=11)
+    n = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = elastic_net_coef(X, gamma=GAMMA, block_size=64)
+        torch.set_num_threads(2)
+        two = elastic_net_coef(X, gamma=GAMMA, block_size=64)
+    finally:
+        torch.set_num_threads(n)
+    assert one.nnz > 0 and abs(one - two).max() == 0
+
+
 @pytest.mark.parametrize(
     "kw",
     [

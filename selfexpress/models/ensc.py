@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import scipy.sparse as sp
@@ -233,10 +234,9 @@ def _solve_restricted(G, b, atoms, y64, X, at, l2, c0, *, tol, max_iter=300):
     ``exact``: the active-set method finished (signs consistent, every non-active support atom within ``alpha tau (1 + tol / 4)`` by the Gram) and
     refinement kept the signs. The oracle certifies against the whole dictionary afterwards.
     """
-    with _single_thread():
-        c, done = _active_set(G, b, at, l2, c0, tol, max_iter)
-        cf, r = _refine(c, G, atoms, y64, X, at, l2, n_refine=2)
-        exact = done & (torch.sign(cf) == torch.sign(c)).all(1)
+    c, done = _active_set(G, b, at, l2, c0, tol, max_iter)
+    cf, r = _refine(c, G, atoms, y64, X, at, l2, n_refine=2)
+    exact = done & (torch.sign(cf) == torch.sign(c)).all(1)
     return cf, r, exact
 
 
@@ -255,6 +255,7 @@ class _ActiveSetSolver:
         self.Xo = self.X.to(self.oracle_dtype) if self.oracle_dtype != torch.float32 else self.X
         self.xnorm_max = float(self.X.norm(dim=1).max())
         self.verbose = verbose
+        self.n_workers = max(1, torch.get_num_threads())
         self.stats = {"rounds": [], "times": {}}
 
     def _log(self, msg):
@@ -321,34 +322,48 @@ class _ActiveSetSolver:
     # -- solve the restricted problems of a set of points ---------------------------------------------------------
     def solve(self, pts):
         t0 = time.perf_counter()
-        tau = self.tau
         key = self.ksize[pts] * 2 + self.strict[pts].long()
+        jobs = []
         for kk in torch.unique(key).tolist():
             k, strict = kk // 2, bool(kk % 2)
             grp = pts[key == kk]
             bs = max(32, int(self.solve_block * (self.K0 / k) ** 2)) if k > self.K0 else self.solve_block
-            for s0 in range(0, grp.numel(), bs):
-                p = grp[s0:s0 + bs]
-                atoms = self.supp[p, :k]
-                y32 = self.X[p]
-                # strict points: the float32 Gram misled the restricted check or the active-set method; exact Gram
-                dt = torch.float64 if strict else torch.float32
-                G = torch.empty(p.numel(), k, k, dtype=dt)
-                b = torch.empty(p.numel(), k, dtype=dt)
-                for t0_ in range(0, p.numel(), 256):
-                    sl = slice(t0_, min(p.numel(), t0_ + 256))
-                    XS = self.X[atoms[sl]].to(dt)
-                    G[sl] = torch.bmm(XS, XS.transpose(1, 2))
-                    b[sl] = torch.bmm(XS, y32[sl].to(dt).unsqueeze(2)).squeeze(2)
-                    del XS
-                al = self.alpha[p]
-                at, l2 = al * tau, al * (1.0 - tau)
-                c, r, ex = _solve_restricted(G, b, atoms, y32.double(), self.X, at, l2, self.coef[p, :k], tol=self.tol,
-                                             max_iter=1000 if strict else 300)
-                self.coef[p, :k] = c
-                self.resid[p] = r
-                self.exact[p] = ex
+            # at least four blocks per group, so that parallel workers stay busy to the end (the partition must not
+            # depend on the number of workers: batch composition changes the last bits of the batched solves)
+            bs = max(32, min(bs, -(-grp.numel() // 4)))
+            jobs += [(grp[s0:s0 + bs], k, strict) for s0 in range(0, grp.numel(), bs)]
+        # loops of small torch ops: one torch thread per worker, the workers in parallel (torch releases the GIL);
+        # every block is solved independently, so the result does not depend on the number of workers
+        with _single_thread():
+            if self.n_workers > 1 and len(jobs) > 1:
+                with ThreadPoolExecutor(self.n_workers) as ex:
+                    results = list(ex.map(self._solve_block, jobs))
+            else:
+                results = [self._solve_block(j) for j in jobs]
+        for (p, k, _strict), (c, r, ex_) in zip(jobs, results):
+            self.coef[p, :k] = c
+            self.resid[p] = r
+            self.exact[p] = ex_
         self._tick("solve", t0)
+
+    def _solve_block(self, job):
+        p, k, strict = job
+        atoms = self.supp[p, :k]
+        y32 = self.X[p]
+        # strict points: the float32 Gram misled the restricted check or the active-set method; exact Gram
+        dt = torch.float64 if strict else torch.float32
+        G = torch.empty(p.numel(), k, k, dtype=dt)
+        b = torch.empty(p.numel(), k, dtype=dt)
+        for t0_ in range(0, p.numel(), 256):
+            sl = slice(t0_, min(p.numel(), t0_ + 256))
+            XS = self.X[atoms[sl]].to(dt)
+            G[sl] = torch.bmm(XS, XS.transpose(1, 2))
+            b[sl] = torch.bmm(XS, y32[sl].to(dt).unsqueeze(2)).squeeze(2)
+            del XS
+        al = self.alpha[p]
+        at, l2 = al * self.tau, al * (1.0 - self.tau)
+        return _solve_restricted(G, b, atoms, y32.double(), self.X, at, l2, self.coef[p, :k], tol=self.tol,
+                                 max_iter=1000 if strict else 300)
 
     # -- oracle: check every atom, pick new supports -------------------------------------------------------------
     def _masked_abs_products(self, R, Xmat, p, atoms, act):
