@@ -73,7 +73,7 @@ def main():
     p.add_argument("--lambda1", type=float, default=10.0)
     p.add_argument("--lambda2", type=float, default=1.0)
     p.add_argument("--n-nonzero", type=int, default=100)
-    p.add_argument("--n-dictionary", type=int, default=2048)
+    p.add_argument("--n-dictionary", type=int, default=1024)
     p.add_argument("--ablation", action="store_true", help="also inner-product coefficients on the same budget")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default="energy_fashion10k", help="result name in benchmarks/results/")
@@ -154,7 +154,7 @@ def main():
              "train_minutes_stage2": round(t.get("joint", 0) / 60, 2),
              "fit_minutes_excluding_shared_stage1": round((time.perf_counter() - t0) / 60, 2),
              "coef_max_mean": round(float(ip.coef_.max(axis=1).toarray().mean()), 5),
-             "learned_scale": round(float(ip.module_.energy.log_scale.exp()), 3)}
+             "learned_scale": round(float(ip.module_.energy.log_scale.detach().exp()), 3)}
         record["results"]["inner_product"] = r
         print("inner_product", r, flush=True)
         save()
