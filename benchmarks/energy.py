@@ -76,6 +76,7 @@ def main():
     p.add_argument("--n-dictionary", type=int, default=1024)
     p.add_argument("--ablation", action="store_true", help="also inner-product coefficients on the same budget")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--verbose", action="store_true", help="progress bars")
     p.add_argument("--out", default="energy_fashion10k", help="result name in benchmarks/results/")
     a = p.parse_args()
 
@@ -90,7 +91,7 @@ def main():
         X, y = _load(a.dataset, a.n, a.seed)
     params = dict(n_clusters=int(len(np.unique(y))), width=a.width, batch_size=a.batch_size, lambda1=a.lambda1,
                   lambda2=a.lambda2, n_nonzero=a.n_nonzero, n_dictionary=a.n_dictionary, random_state=a.seed,
-                  verbose=False)
+                  verbose=a.verbose)
     record = {"benchmark": "energy", "dataset": a.dataset, "n_samples": int(len(X)), "seed": a.seed,
               "schedule": {"pretrain_epochs": a.pretrain_epochs, "joint_epochs": a.joint_epochs,
                            "batch_size": a.batch_size, "threads": a.threads},
