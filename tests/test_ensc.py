@@ -132,6 +132,36 @@ def test_small_problem_whole_dictionary_support():
     assert on.max() < 1e-9 and off.max() <= 1 + 1e-3
 
 
+def test_max_rounds_zero_solves_restricted_problems_exactly():
+    """max_rounds=0: no oracle, nothing certified; each row is the exact elastic net on its support_size most
+    correlated atoms (checked against the KKT conditions of that restricted problem), and with a support that
+    covers the whole dictionary it is the full solution."""
+    X, _ = _data(n_per=40, seed=8)  # 200 points
+    K = 30
+    C, info = elastic_net_coef(X, gamma=GAMMA, tau=TAU, support_size=K, max_rounds=0, return_info=True)
+    assert info["certified_fraction"] == 0.0 and info["n_uncertified"] == X.shape[0]
+    alpha = enet_alpha(X, GAMMA, TAU)
+    X64 = X.astype(np.float64)
+    corr = np.abs(X64 @ X64.T)
+    np.fill_diagonal(corr, -1.0)
+    Cd = C.toarray()
+    worst_off = 0.0
+    for i in range(0, X.shape[0], 7):
+        supp = np.argsort(-corr[i])[:K]
+        assert set(np.flatnonzero(Cd[i])) <= set(supp)
+        g = X64[supp] @ (X64[i] - Cd[i] @ X64)
+        c = Cd[i, supp]
+        on = np.abs(g - alpha[i] * (TAU * np.sign(c) + (1 - TAU) * c))[c != 0]
+        assert on.max() < 1e-8 * alpha[i]
+        worst_off = max(worst_off, np.abs(g[c == 0]).max(initial=0) / (alpha[i] * TAU))
+    assert worst_off <= 1 + 1e-3
+    # and the restricted problems are not the full ones here: some row violates on the whole dictionary
+    assert _kkt(X, C, alpha, TAU)[1].max() > 1 + 1e-3
+    full = elastic_net_coef(X, gamma=GAMMA, tau=TAU, tol=1e-6)
+    whole = elastic_net_coef(X, gamma=GAMMA, tau=TAU, support_size=X.shape[0], max_rounds=0)
+    assert abs(full - whole).max() < 1e-6
+
+
 def test_lasso_tau_one():
     X, _ = _data(n_per=40, seed=8)
     C, info = elastic_net_coef(X, gamma=GAMMA, tau=1.0, tol=1e-6, support_size=30, return_info=True)
@@ -190,7 +220,7 @@ def test_parallel_solve_workers_give_identical_coefficients():
     "kw",
     [
         dict(gamma=0.0), dict(gamma=-1.0), dict(gamma=1.0), dict(gamma=float("nan")), dict(tau=0.0), dict(tau=1.5),
-        dict(algorithm="lars"), dict(support_size=0), dict(max_rounds=0), dict(tol=-1.0), dict(n_nonzero=0),
+        dict(algorithm="lars"), dict(support_size=0), dict(max_rounds=-1), dict(algorithm="per_point", max_rounds=0), dict(tol=-1.0), dict(n_nonzero=0),
         dict(block_size=0), dict(oracle_dtype="float16"), dict(affinity="bogus"), dict(n_clusters=1),
         dict(device="nonsense"), dict(device="cuda"),
     ],

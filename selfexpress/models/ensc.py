@@ -485,6 +485,14 @@ class _ActiveSetSolver:
 
     def run(self):
         self.init_supports()
+        if self.max_rounds == 0:
+            # restricted solves on the initial supports only: exact on them, no oracle and no certificate
+            t0 = time.perf_counter()
+            self.solve(torch.arange(self.N))
+            self.stats["rounds"].append(dict(round=0, solved=self.N, certified=0, oracle=False,
+                                             seconds=round(time.perf_counter() - t0, 3)))
+            self._log(f"restricted solves only (max_rounds=0): {self.N} points, no certificate")
+            return self
         need = torch.ones(self.N, dtype=torch.bool)
         for rnd in range(self.max_rounds):
             pts = torch.nonzero(need).squeeze(1)
@@ -683,6 +691,10 @@ class ElasticNetSubspaceClustering(SelfExpressiveClustering):
     algorithm : {"active_set", "per_point"}
     support_size : int, initial active-support size K of every point (grows 1.5x when the active atoms fill 80 %).
     max_rounds : int, oracle rounds; points still violating afterwards are reported in ``n_uncertified_``.
+        ``max_rounds=0`` (active-set only) skips the oracle: every point's elastic net restricted to its
+        ``support_size`` most correlated atoms, solved exactly, nothing certified (``certified_fraction_`` 0). Several
+        times faster on large N (no pass over the whole dictionary per round) and, on MNIST, nearly as accurate
+        (``benchmarks/ensc_speed.py --max-rounds 0``); not the EnSC optimum.
     tol : float, relative slack of the certificate: a non-active atom violates when |<x_j, r>| > alpha tau (1 + tol).
     n_nonzero : int or None, keep only the n_nonzero largest |c| per row of ``coef_`` (None: all).
     block_size : int, points per matmul tile in the support search and the oracle (memory ~ 6 * block_size * N bytes).
@@ -731,7 +743,7 @@ class ElasticNetSubspaceClustering(SelfExpressiveClustering):
         if self.algorithm not in ("active_set", "per_point"):
             raise ValueError(f"algorithm must be 'active_set' or 'per_point', got {self.algorithm!r}")
         check_positive(self.support_size, "support_size", integer=True)
-        check_positive(self.max_rounds, "max_rounds", integer=True)
+        check_positive(self.max_rounds, "max_rounds", integer=True, allow_zero=self.algorithm == "active_set")
         check_positive(self.tol, "tol", allow_zero=True)
         if self.n_nonzero is not None:
             check_positive(self.n_nonzero, "n_nonzero", integer=True)
