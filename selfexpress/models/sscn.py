@@ -655,20 +655,9 @@ class SSCN(ClusterMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ model files
     def _config_params(self):
-        params = {}
-        for k, v in self.get_params().items():
-            if k == "pretrained_autoencoder":
-                v = None  # its weights are part of the fitted network
-            elif k == "checkpoint_dir":
-                v = None if v is None else str(v)
-            elif isinstance(v, tuple):
-                v = list(v)
-            elif isinstance(v, np.integer):
-                v = int(v)
-            elif isinstance(v, np.floating):
-                v = float(v)
-            params[k] = v
-        return params
+        from ._files import config_params
+
+        return config_params(self, ("pretrained_autoencoder",))
 
     def save(self, path):
         """Save the network and the labels (safetensors) + parameters (JSON); no pickle."""
@@ -719,17 +708,9 @@ class SSCN(ClusterMixin, BaseEstimator):
             expected = {f"net.{k}": v for k, v in net.state_dict().items()}
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
             raise ValueError(f"{invalid}: {exc}") from None
-        for k, v in expected.items():
-            t = tensors.get(k)
-            if t is None or tuple(t.shape) != tuple(v.shape) or t.dtype != v.dtype:
-                got = "missing" if t is None else f"{t.dtype} {list(t.shape)}"
-                raise ValueError(f"{invalid}: network tensor {k!r} is {got}, the parameters imply "
-                                 f"{v.dtype} {list(v.shape)}")
-            if not bool(torch.isfinite(t).all()):
-                raise ValueError(f"{invalid}: network tensor {k!r} contains NaN or infinity")
-        extra = sorted(set(tensors) - set(expected) - {"labels", "pseudo_labels"})
-        if extra:
-            raise ValueError(f"{invalid}: unexpected tensors {extra}")
+        from ._files import check_network_tensors
+
+        check_network_tensors(tensors, expected, invalid, ("labels", "pseudo_labels"))
         R = tensors["net.classifier.R"]
         dev = float(torch.linalg.matrix_norm(R.T @ R - torch.eye(R.shape[0], dtype=R.dtype)))
         if dev > 1e-4:
