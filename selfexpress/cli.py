@@ -51,8 +51,8 @@ def build_parser():
     src.add_argument("--data-dir", type=Path, help="folder with the dataset files (e.g. ../shared/data)")
     src.add_argument("--cache-dir", type=Path, help="feature cache folder")
     m = c.add_argument_group("method")
-    m.add_argument("--method", default="senet", choices=["senet", "ensc", "ssc-omp", "sscn", "dscnet", "energy", "kmeans",
-                                                               "spectral"])
+    m.add_argument("--method", default="senet", choices=["senet", "ensc", "ssc-omp", "sscn", "dscnet", "energy", "ncsc",
+                                                               "kmeans", "spectral"])
     m.add_argument("--n-clusters", type=int, help="number of clusters (default: from the labels)")
     m.add_argument("--gamma", type=float, help="weight of the reconstruction term (EnSC, SENet)")
     m.add_argument("--tau", type=float, help="EnSC l1/l2 trade-off in [0, 1]")
@@ -74,7 +74,7 @@ def build_parser():
     out.add_argument("--plot", action="store_true", help="also write figures (|C| sorted by cluster, curves)")
     out.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
-    pr = sub.add_parser("predict", help="label new points with a saved SENet or SSCN model")
+    pr = sub.add_parser("predict", help="label new points with a saved SENet, SSCN or NCSC model")
     pr.add_argument("--model", type=Path, required=True)
     pr.add_argument("--input", type=Path)
     pr.add_argument("--dataset", help="built-in dataset name instead of --input")
@@ -148,7 +148,7 @@ def _cmd_predict(args):
     model = _load_model(args.model)
     if args.input is None and args.dataset is None:
         raise ValueError("give --input FILE or --dataset NAME")
-    raw = type(model).__name__ == "SSCN"  # SSCN reads raw pixels in [0, 1], SENet features
+    raw = type(model).__name__ in ("SSCN", "NCSC")  # SSCN / NCSC read raw pixels in [0, 1], SENet features
     raw = raw or type(model).__name__ == "EnergySubspaceClustering"  # raw pixels too
     X, y, _ = load_input(args.dataset, args.input, args.labels, args.data_dir, raw=raw)
     labels = model.predict(X)
@@ -182,6 +182,10 @@ def _load_model(path):
         from .models.sscn import SSCN
 
         return SSCN.load(path)
+    if kind == "ncsc":
+        from .models.ncsc import NCSC
+
+        return NCSC.load(path)
     return SENet.load(path)
 
 

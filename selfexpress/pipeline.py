@@ -20,6 +20,7 @@ METHODS = {
     "energy": ("selfexpress.models.energy", "EnergySubspaceClustering"),
     "sscn": ("selfexpress.models.sscn", "SSCN"),
     "dscnet": ("selfexpress.models.dscnet", "DSCNet"),
+    "ncsc": ("selfexpress.models.ncsc", "NCSC"),
     "kmeans": (None, "kmeans"),
     "spectral": (None, "spectral"),
 }
@@ -46,10 +47,14 @@ PRESETS.update({
     ("sscn", "synthetic"): dict(max_cluster_dim=6, n_epochs=100, batch_size=200, batch_size_clf=200, n_neighbors=30),
     ("dscnet", "image"): dict(architecture="conv", image_shape=(28, 28)),
     ("dscnet", "synthetic"): dict(max_cluster_dim=6, n_neighbors=30),
+    # NCSC CPU schedule (benchmarks/ncsc.py; the paper's is the estimator's default: 60 AE epochs, batch 5,000)
+    ("ncsc", "image"): dict(architecture="conv", image_shape=(28, 28), n_epochs_ae=3, batch_size=1000, lr=3e-3,
+                            n_epochs=5),
+    ("ncsc", "synthetic"): dict(batch_size=500, n_epochs=50, classifier_channels=(64, 64), u=0.5, lambda1=10.0),
 })
 
 #: methods that read raw pixels in [0, 1] (their own encoder), not scattering + PCA features
-RAW_INPUT_METHODS = {"sscn", "dscnet"}
+RAW_INPUT_METHODS = {"sscn", "dscnet", "ncsc"}
 
 # Energy-based SSC (LDRSC): raw pixels through its own contrastive encoder; images only (no vector variant).
 PRESETS[("energy", "image")] = dict(image_shape=(28, 28))
