@@ -98,7 +98,7 @@ def fit_in_budget(X, a, st):
     with st("probe"):
         step = _step_seconds(pre, X)
     n = len(X)
-    per_epoch = max(1, n // min(a.batch_size, n)) * step * 1.15 + n * 2e-5  # + labelling
+    per_epoch = max(1, n // min(a.batch_size, n)) * step * 1.3 + n * 2e-5  # margin for a loaded machine; + labelling
     left = a.budget_min * 60 - (time.perf_counter() - t_start)
     n_epochs = max(1, int(left // per_epoch)) if a.n_epochs is None else a.n_epochs
     print(f"[bench] step {step:.2f} s, epoch ~{per_epoch:.0f} s, {left:.0f} s left -> {n_epochs} joint epochs",
