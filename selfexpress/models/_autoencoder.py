@@ -19,7 +19,7 @@ from torch import nn
 
 from .._validation import check_positive
 
-__all__ = ["ConvAutoEncoder", "IdentityAutoEncoder", "conv_output_sizes", "check_architecture",
+__all__ = ["ConvAutoEncoder", "IdentityAutoEncoder", "conv_output_sizes", "check_architecture", "load_or_pretrain",
            "pretrain_autoencoder", "reconstruction_loss", "as_input_shape"]
 
 
@@ -163,3 +163,24 @@ def pretrain_autoencoder(ae, X, *, n_epochs, batch_size, lr, random_state, verbo
                       resume=resume, fingerprint=fingerprint, desc="AE pretraining")
     trainer.run()
     return trainer
+
+
+def load_or_pretrain(ae, X, *, pretrained=None, n_epochs, batch_size, lr, random_state, verbose=False,
+                     checkpoint_dir=None, resume=False, fingerprint=None):
+    """Load ``pretrained`` (a ``state_dict``) into ``ae``, or pre-train it for ``n_epochs`` (if > 0).
+
+    Returns the pretraining history (None when nothing was trained); ``ValueError`` when ``pretrained`` does
+    not fit the architecture.
+    """
+    if pretrained is not None:
+        try:
+            ae.load_state_dict(pretrained)
+        except RuntimeError as exc:
+            raise ValueError(f"pretrained_autoencoder does not fit this architecture: {exc}") from None
+        return None
+    if int(n_epochs) <= 0:
+        return None
+    tr = pretrain_autoencoder(ae, X, n_epochs=int(n_epochs), batch_size=int(batch_size), lr=float(lr),
+                              random_state=random_state, verbose=verbose, checkpoint_dir=checkpoint_dir,
+                              resume=resume, fingerprint=fingerprint)
+    return tr.history

@@ -62,7 +62,8 @@ from torch import nn
 from .._memory import check_allocation
 from .._validation import (check_fraction, check_is_fitted, check_n_clusters, check_n_features, check_positive,
                            check_random_state_int)
-from ._autoencoder import pretrain_autoencoder, reconstruction_loss
+from ._autoencoder import load_or_pretrain, reconstruction_loss
+from ._files import check_network_tensors, config_params
 from .sscn import SSCN
 
 __all__ = ["NCSC", "NCSCModule", "self_expressive_coefficients", "subspace_affinity", "classifier_affinity",
@@ -395,15 +396,11 @@ class NCSC(ClusterMixin, BaseEstimator):
         params = {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.get_params().items() if k not in skip}
         if stage == "ae":
             params = {k: v for k, v in params.items() if k in SSCN().get_params() or k == "random_state"}
-        pre = None
-        if self.pretrained_autoencoder is not None:
-            h = hashlib.sha1()
-            for k in sorted(self.pretrained_autoencoder):
-                h.update(k.encode())
-                h.update(self.pretrained_autoencoder[k].detach().cpu().numpy().tobytes())
-            pre = h.hexdigest()
-        return {"model": MODEL_KIND, "stage": stage, "params": params, "pretrained": pre,
-                "data": hashlib.sha1(np.ascontiguousarray(X, dtype=np.float32).tobytes()).hexdigest(),
+        ae = self.pretrained_autoencoder
+        pre = None if ae is None else hashlib.sha1(b"".join(
+            k.encode() + ae[k].detach().cpu().numpy().tobytes() for k in sorted(ae))).hexdigest()
+        data = hashlib.sha1(np.ascontiguousarray(X, dtype=np.float32).tobytes()).hexdigest()
+        return {"model": MODEL_KIND, "stage": stage, "params": params, "pretrained": pre, "data": data,
                 "shape": list(X.shape)}
 
     def _log(self, msg):
@@ -449,18 +446,14 @@ class NCSC(ClusterMixin, BaseEstimator):
         t0 = time.perf_counter()
         ae = module.autoencoder
         if arch == "conv":
-            if self.pretrained_autoencoder is not None:
-                try:
-                    ae.load_state_dict(self.pretrained_autoencoder)
-                except RuntimeError as exc:
-                    raise ValueError(f"pretrained_autoencoder does not fit this architecture: {exc}") from None
-            elif int(self.n_epochs_ae) > 0:
+            if self.pretrained_autoencoder is None and int(self.n_epochs_ae) > 0:
                 self._log(f"pretraining the auto-encoder: {self.n_epochs_ae} epochs, batch {self.batch_size_ae}")
-                tr = pretrain_autoencoder(ae, Xt, n_epochs=int(self.n_epochs_ae), batch_size=int(self.batch_size_ae),
-                                          lr=float(self.lr_ae), random_state=seed, verbose=self.verbose,
-                                          checkpoint_dir=None if ckpt is None else ckpt / "ae", resume=self.resume,
-                                          fingerprint=self._fingerprint(X, "ae"))
-                self.history_["ae"] = tr.history
+            hist = load_or_pretrain(ae, Xt, pretrained=self.pretrained_autoencoder, n_epochs=self.n_epochs_ae,
+                                    batch_size=self.batch_size_ae, lr=self.lr_ae, random_state=seed,
+                                    verbose=self.verbose, checkpoint_dir=None if ckpt is None else ckpt / "ae",
+                                    resume=self.resume, fingerprint=self._fingerprint(X, "ae"))
+            if hist is not None:
+                self.history_["ae"] = hist
         self.pretrained_autoencoder_ = {k: v.detach().cpu().clone() for k, v in ae.state_dict().items()}
         self.timings_["pretrain"] = time.perf_counter() - t0
 
@@ -552,7 +545,7 @@ class NCSC(ClusterMixin, BaseEstimator):
         check_is_fitted(self, "labels_")
         tensors = {f"net.{k}": v for k, v in self.module_.state_dict().items()}
         tensors["labels"] = torch.as_tensor(np.asarray(self.labels_), dtype=torch.int64)
-        config = {"params": SSCN._config_params(self), "n_features_in": int(self.n_features_in_),
+        config = {"params": config_params(self, ("pretrained_autoencoder",)), "n_features_in": int(self.n_features_in_),
                   "architecture": self.architecture_, "n_parameters": int(self.n_parameters_),
                   "timings": getattr(self, "timings_", {})}
         return save_model_file(path, tensors, config, kind=MODEL_KIND)
@@ -590,17 +583,7 @@ class NCSC(ClusterMixin, BaseEstimator):
             expected = {f"net.{k}": v for k, v in net.state_dict().items()}
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
             raise ValueError(f"{invalid}: {exc}") from None
-        for k, v in expected.items():
-            t = tensors.get(k)
-            if t is None or tuple(t.shape) != tuple(v.shape) or t.dtype != v.dtype:
-                got = "missing" if t is None else f"{t.dtype} {list(t.shape)}"
-                raise ValueError(f"{invalid}: network tensor {k!r} is {got}, the parameters imply "
-                                 f"{v.dtype} {list(v.shape)}")
-            if not bool(torch.isfinite(t).all()):
-                raise ValueError(f"{invalid}: network tensor {k!r} contains NaN or infinity")
-        extra = sorted(set(tensors) - set(expected) - {"labels"})
-        if extra:
-            raise ValueError(f"{invalid}: unexpected tensors {extra}")
+        check_network_tensors(tensors, expected, invalid, allowed_extra=("labels",))
         labels = tensors.get("labels")
         K = int(model.n_clusters)
         if labels is None or labels.dtype != torch.int64 or labels.ndim != 1:
