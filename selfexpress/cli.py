@@ -62,6 +62,10 @@ def build_parser():
     m.add_argument("--embed-dim", type=int, help="SENet embedding width")
     m.add_argument("--n-train", type=int, help="SENet: train on this many sampled points, infer on all")
     m.add_argument("--n-nonzero", type=int, help="non-zeros kept per row of C (SSC-OMP: max support)")
+    m.add_argument("--support-size", type=int, help="EnSC: initial support of every point (its most correlated atoms)")
+    m.add_argument("--max-rounds", type=int,
+                   help="EnSC: oracle rounds (default 20, until every row is certified); 0 = restricted solves on the "
+                        "initial supports only, uncertified, several times faster on large data")
     m.add_argument("--affinity", choices=["symmetric", "knn"], help="graph from C")
     m.add_argument("--n-components", type=int, help="eigenvectors for spectral clustering")
     m.add_argument("--backend", choices=["local", "dask", "faiss"],
@@ -95,6 +99,7 @@ def _cmd_cluster(args):
         "gamma": args.gamma, "tau": args.tau, "lmbd": args.lmbd, "n_iter": args.n_iter,
         "hidden_sizes": args.hidden_sizes, "embed_dim": args.embed_dim, "n_nonzero": args.n_nonzero,
         "affinity": args.affinity, "n_components": args.n_components, "n_train": args.n_train,
+        "support_size": args.support_size, "max_rounds": args.max_rounds,
         "backend": args.backend,
         "backend_options": {"dask_address": args.dask_address} if args.dask_address else None,
     }

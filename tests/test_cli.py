@@ -30,6 +30,23 @@ def test_cluster_file_writes_labels_and_metrics(tmp_path, capsys):
     assert "ACC" in capsys.readouterr().out
 
 
+def test_ensc_restricted_mode_from_the_command_line(tmp_path, capsys):
+    X, y, _ = make_union_of_subspaces(3, 3, 10, 40, random_state=0)
+    np.save(tmp_path / "X.npy", X)
+    np.save(tmp_path / "y.npy", y)
+    rc = main(["cluster", "--input", str(tmp_path / "X.npy"), "--labels", str(tmp_path / "y.npy"), "--method", "ensc",
+               "--max-rounds", "0", "--support-size", "20", "--output", str(tmp_path / "out"), "-q"])
+    assert rc == 0
+    record = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert record["params"]["max_rounds"] == 0 and record["params"]["support_size"] == 20
+    assert record["metrics"]["acc"] >= 0.9
+    capsys.readouterr()
+    # an EnSC-only option given to another method is a clear error, not silently ignored
+    assert main(["cluster", "--input", str(tmp_path / "X.npy"), "--n-clusters", "3", "--method", "ssc-omp",
+                 "--max-rounds", "0", "-q"]) == 2
+    assert "max_rounds" in capsys.readouterr().err
+
+
 def test_cluster_csv_without_labels_needs_n_clusters(tmp_path, capsys):
     X, _, _ = make_union_of_subspaces(2, 2, 6, 20, random_state=1)
     np.savetxt(tmp_path / "X.csv", X, delimiter=",")
