@@ -74,6 +74,7 @@ def main():
     p.add_argument("--lambda2", type=float, default=1.0)
     p.add_argument("--n-nonzero", type=int, default=100)
     p.add_argument("--n-dictionary", type=int, default=1024)
+    p.add_argument("--flip", type=float, default=0.5, help="horizontal-flip probability (digits: 0)")
     p.add_argument("--ablation", action="store_true", help="also inner-product coefficients on the same budget")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--verbose", action="store_true", help="progress bars")
@@ -90,7 +91,7 @@ def main():
     with st("load"):
         X, y = _load(a.dataset, a.n, a.seed)
     params = dict(n_clusters=int(len(np.unique(y))), width=a.width, batch_size=a.batch_size, lambda1=a.lambda1,
-                  lambda2=a.lambda2, n_nonzero=a.n_nonzero, n_dictionary=a.n_dictionary, random_state=a.seed,
+                  lambda2=a.lambda2, n_nonzero=a.n_nonzero, n_dictionary=a.n_dictionary, flip=a.flip, random_state=a.seed,
                   verbose=a.verbose)
     record = {"benchmark": "energy", "dataset": a.dataset, "n_samples": int(len(X)), "seed": a.seed,
               "schedule": {"pretrain_epochs": a.pretrain_epochs, "joint_epochs": a.joint_epochs,
