@@ -91,8 +91,8 @@ def main():
     with st("load"):
         X, y = _load(a.dataset, a.n, a.seed)
     params = dict(n_clusters=int(len(np.unique(y))), width=a.width, batch_size=a.batch_size, lambda1=a.lambda1,
-                  lambda2=a.lambda2, n_nonzero=a.n_nonzero, n_dictionary=a.n_dictionary, flip=a.flip, random_state=a.seed,
-                  verbose=a.verbose)
+                  lambda2=a.lambda2, n_nonzero=a.n_nonzero, n_dictionary=a.n_dictionary, flip=a.flip,
+                  random_state=a.seed, verbose=a.verbose)
     record = {"benchmark": "energy", "dataset": a.dataset, "n_samples": int(len(X)), "seed": a.seed,
               "schedule": {"pretrain_epochs": a.pretrain_epochs, "joint_epochs": a.joint_epochs,
                            "batch_size": a.batch_size, "threads": a.threads},
