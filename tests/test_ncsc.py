@@ -9,8 +9,8 @@ from sklearn.exceptions import NotFittedError
 
 from selfexpress.data import make_union_of_subspaces
 from selfexpress.metrics import clustering_accuracy
-from selfexpress.models.ncsc import (NCSC, classifier_affinity, collaborative_loss, self_expressive_coefficients,
-                                     subspace_affinity)
+from selfexpress.models.ncsc import (NCSC, balance_penalty, classifier_affinity, collaborative_loss,
+                                     self_expressive_coefficients, subspace_affinity)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -116,6 +116,15 @@ def test_empty_pair_sets_give_zero_loss():
     A = torch.eye(3)
     omega, t = collaborative_loss(A, torch.ones(3, 3), u=0.5, l=0.1)
     assert float(omega) == 0 and t["n_pos"] == 0 and t["n_neg"] == 0
+
+
+def test_balance_penalty_is_zero_for_balanced_one_hot_and_log_k_for_collapse():
+    balanced = torch.tensor([[50.0, 0, 0], [0, 50.0, 0], [0, 0, 50.0]])
+    assert abs(float(balance_penalty(balanced))) < 1e-6
+    uniform = torch.zeros(4, 3)  # every output uniform: A_c = 1 everywhere
+    one_cluster = torch.tensor([[50.0, 0, 0]] * 4)
+    assert math.isclose(float(balance_penalty(uniform)), math.log(3), rel_tol=1e-6)
+    assert math.isclose(float(balance_penalty(one_cluster)), math.log(3), rel_tol=1e-5)
 
 
 # ------------------------------------------------------------------------------------- estimator
