@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["config_params", "check_network_tensors"]
+__all__ = ["config_params", "check_network_tensors", "state_dict_digest"]
 
 
 def config_params(estimator, weights_params=()):
@@ -45,3 +45,18 @@ def check_network_tensors(tensors, expected, invalid, allowed_extra=()):
     extra = sorted(set(tensors) - set(expected) - set(allowed_extra))
     if extra:
         raise ValueError(f"{invalid}: unexpected tensors {extra}")
+
+
+def state_dict_digest(state):
+    """SHA-1 hex digest of a ``state_dict`` (names and raw bytes, sorted by name); None for None.
+
+    Identifies pretrained weights in checkpoint fingerprints."""
+    if state is None:
+        return None
+    import hashlib
+
+    h = hashlib.sha1()
+    for k in sorted(state):
+        h.update(k.encode())
+        h.update(state[k].detach().cpu().numpy().tobytes())
+    return h.hexdigest()

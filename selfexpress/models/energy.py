@@ -560,13 +560,9 @@ class EnergySubspaceClustering(ClusterMixin, BaseEstimator):
         if stage == "pretrain":
             skip |= {"n_epochs", "lr_joint", "lr_energy", "lambda1", "lambda2", "n_dictionary", "beta"}
         params = {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.get_params().items() if k not in skip}
-        pre = None
-        if self.pretrained_encoder is not None:
-            h = hashlib.sha1()
-            for k in sorted(self.pretrained_encoder):
-                h.update(k.encode())
-                h.update(self.pretrained_encoder[k].detach().cpu().numpy().tobytes())
-            pre = h.hexdigest()
+        from ._files import state_dict_digest
+
+        pre = state_dict_digest(self.pretrained_encoder)
         return {"model": MODEL_KIND, "stage": stage, "params": params, "shape": list(X.shape), "pretrained": pre,
                 "data": hashlib.sha1(np.ascontiguousarray(X, dtype=np.float32).tobytes()).hexdigest()}
 

@@ -455,13 +455,9 @@ class SSCN(ClusterMixin, BaseEstimator):
         if stage != "clf":
             skip |= set(self._LATE_PARAMS)
         params = {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.get_params().items() if k not in skip}
-        pre = None
-        if self.pretrained_autoencoder is not None:
-            h = hashlib.sha1()
-            for k in sorted(self.pretrained_autoencoder):
-                h.update(k.encode())
-                h.update(self.pretrained_autoencoder[k].detach().cpu().numpy().tobytes())
-            pre = h.hexdigest()
+        from ._files import state_dict_digest
+
+        pre = state_dict_digest(self.pretrained_autoencoder)
         return {"model": MODEL_KIND, "stage": stage, "params": params, "pretrained": pre,
                 "data": hashlib.sha1(np.ascontiguousarray(X, dtype=np.float32).tobytes()).hexdigest(),
                 "shape": list(X.shape)}
