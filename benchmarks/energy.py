@@ -1,7 +1,11 @@
 """Energy-based self-expressiveness (LDRSC, energy-based-ssc.txt) on Fashion-MNIST-10k and MNIST-10k, on a CPU.
 
-    python benchmarks/energy.py --dataset fashion-mnist-test --pretrain-epochs 40 --joint-epochs 5 --ablation
+    # the recorded runs (benchmarks/results/energy_*.json), about 47 / 31 / 20 minutes on the shared machine:
+    python benchmarks/energy.py --dataset fashion-mnist-test --pretrain-epochs 25 --joint-epochs 3 --ablation \
+        --out energy_fashion10k
     python benchmarks/energy.py --dataset mnist-10k --pretrain-epochs 15 --joint-epochs 3 --out energy_mnist10k
+    python benchmarks/energy.py --dataset mnist-10k --pretrain-epochs 15 --joint-epochs 3 --flip 0 \
+        --out energy_mnist10k_noflip
     python benchmarks/energy.py --n 2000 ...            # a random subset (development)
 
 1. Stage 1 (self-supervised dictionary learning: MoCo InfoNCE, momentum encoder, memory bank) once.
@@ -78,6 +82,7 @@ def main():
     p.add_argument("--ablation", action="store_true", help="also inner-product coefficients on the same budget")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--verbose", action="store_true", help="progress bars")
+    p.add_argument("--save-model", help="save the fitted energy model here (safetensors + JSON) for re-evaluation")
     p.add_argument("--out", default="energy_fashion10k", help="result name in benchmarks/results/")
     a = p.parse_args()
 
@@ -123,6 +128,8 @@ def main():
         res["predict_agreement_with_labels"] = round(float(np.mean(model.predict(X) == model.labels_)), 4)
     record["results"]["energy"] = res
     print("energy", res, flush=True)
+    if a.save_model:
+        record["model_file"] = str(model.save(a.save_model))
     save()
 
     # diagnostic: what the stage-1 representation alone gives under k-means
