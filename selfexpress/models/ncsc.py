@@ -66,7 +66,7 @@ from .._memory import check_allocation
 from .._validation import (check_fraction, check_is_fitted, check_n_clusters, check_n_features, check_positive,
                            check_random_state_int)
 from ._autoencoder import load_or_pretrain, reconstruction_loss
-from ._files import check_network_tensors, config_params
+from ._files import check_network_tensors, config_params, state_dict_digest
 from .sscn import SSCN
 
 __all__ = ["NCSC", "NCSCModule", "balance_penalty", "self_expressive_coefficients", "subspace_affinity",
@@ -407,9 +407,7 @@ class NCSC(ClusterMixin, BaseEstimator):
         params = {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.get_params().items() if k not in skip}
         if stage == "ae":
             params = {k: v for k, v in params.items() if k in SSCN().get_params() or k == "random_state"}
-        ae = self.pretrained_autoencoder
-        pre = None if ae is None else hashlib.sha1(b"".join(
-            k.encode() + ae[k].detach().cpu().numpy().tobytes() for k in sorted(ae))).hexdigest()
+        pre = state_dict_digest(self.pretrained_autoencoder)
         data = hashlib.sha1(np.ascontiguousarray(X, dtype=np.float32).tobytes()).hexdigest()
         return {"model": MODEL_KIND, "stage": stage, "params": params, "pretrained": pre, "data": data,
                 "shape": list(X.shape)}
