@@ -41,12 +41,19 @@ PAPER = {"mnist-full": {"acc": 0.9409, "nmi": 0.8612, "ari": 0.8752},
                       "u": 0.1, "l": [0.7, 0.9], "lambda1": 10, "hardware": "one TITAN X GPU, ~15 min (MNIST)"}}
 
 
-def _load(name, n=None):
-    from selfexpress.data import load_dataset
+def _load(name, n=None, features="pixels"):
+    """``(X, y)``: pixels / 255 (the conv auto-encoder's input) or the cached scattering + PCA(500) features."""
+    if features == "scattering":
+        from selfexpress.features import dataset_features
 
-    ds = load_dataset(name, data_dir=str(DATA_DIR), verbose=False)
-    X = ds.images.reshape(len(ds.images), -1).astype(np.float32) / 255.0
-    y = np.asarray(ds.labels)
+        X, y = dataset_features(name, data_dir=str(DATA_DIR), verbose=False)
+        X, y = np.ascontiguousarray(X, dtype=np.float32), np.asarray(y)
+    else:
+        from selfexpress.data import load_dataset
+
+        ds = load_dataset(name, data_dir=str(DATA_DIR), verbose=False)
+        X = ds.images.reshape(len(ds.images), -1).astype(np.float32) / 255.0
+        y = np.asarray(ds.labels)
     return (X, y) if n is None else (X[:n], y[:n])
 
 
@@ -63,7 +70,8 @@ def _fmt(m):
 
 def _params(a):
     return dict(batch_size=a.batch_size, batch_size_ae=a.batch_size_ae, lr=a.lr, u=a.u, lambda1=a.lambda1,
-                lambda_balance=a.lambda_balance, random_state=a.seed, verbose=True)
+                lambda_balance=a.lambda_balance, balance=a.balance, random_state=a.seed, verbose=True,
+                architecture="linear" if a.features == "scattering" else "auto")
 
 
 def _step_seconds(model, X, n_steps=3):
@@ -72,7 +80,8 @@ def _step_seconds(model, X, n_steps=3):
 
     from selfexpress.models.ncsc import ncsc_batch_loss
 
-    module = model._build(X.shape[1], "conv")
+    arch = model.architecture_
+    module = model._build(X.shape[1], arch)
     module.autoencoder.load_state_dict(model.pretrained_autoencoder_)
     opt = torch.optim.Adam(module.parameters(), 1e-9)
     xb = torch.as_tensor(X[:model.batch_size])
@@ -80,7 +89,8 @@ def _step_seconds(model, X, n_steps=3):
     for _ in range(n_steps):
         t0 = time.perf_counter()
         loss, _ = ncsc_batch_loss(module, xb, lambda1=model.lambda1, lambda_cl=1.0, u=model.u, l=0.9, alpha=1.0,
-                                  beta=1.0, lambda_balance=model.lambda_balance)
+                                  beta=1.0, lambda_balance=model.lambda_balance, balance=model.balance,
+                                  decode=arch == "conv")
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -111,7 +121,8 @@ def fit_in_budget(X, a, st):
     schedule = {"n_epochs_ae": a.epochs_ae, "batch_size_ae": a.batch_size_ae, "n_epochs": n_epochs,
                 "batch_size": a.batch_size, "lr": a.lr, "lr_ae": 1e-3, "lr_ae_joint": model.lr_ae_joint,
                 "u": a.u, "l": [model.l_start, model.l_end], "lambda1": a.lambda1, "lambda_balance": a.lambda_balance,
-                "normalize_latent": model.normalize_latent, "beta": model.beta, "step_seconds": round(step, 3),
+                "normalize_latent": model.normalize_latent, "beta": model.beta, "balance": model.balance,
+                "input": a.features, "architecture": model.architecture_, "step_seconds": round(step, 3),
                 "budget_min": a.budget_min}
     return model, schedule
 
@@ -120,7 +131,7 @@ def fit_in_budget(X, a, st):
 def part_full(a):
     st = Stages()
     with st("load"):
-        X, y = _load(a.dataset)
+        X, y = _load(a.dataset, features=a.features)
     model, schedule = fit_in_budget(X, a, st)
     m = _metrics(y, model.labels_)
     print(f"NCSC on {a.dataset} ({len(y)}): {_fmt(m)}", flush=True)
@@ -134,8 +145,12 @@ def part_full(a):
 def part_inductive(a):
     st = Stages()
     with st("load"):
-        X, y = _load("mnist-train", a.n_train)
-        Xt, yt = _load("mnist-test")
+        if a.features == "scattering":  # one PCA basis for both splits (fitted on all 70k images, no labels)
+            Xf, yf = _load("mnist-full", features=a.features)
+            X, y, Xt, yt = Xf[:a.n_train], yf[:a.n_train], Xf[60000:], yf[60000:]
+        else:
+            X, y = _load("mnist-train", a.n_train)
+            Xt, yt = _load("mnist-test")
     model, schedule = fit_in_budget(X, a, st)
     fit = _metrics(y, model.labels_)
     with st("predict_test"):
@@ -210,6 +225,10 @@ def main(argv=None):
     p.add_argument("--u", type=float, default=0.7)
     p.add_argument("--lambda1", type=float, default=1.0)
     p.add_argument("--lambda-balance", type=float, default=1.0)
+    p.add_argument("--balance", choices=["entropy", "uniform"], default="entropy")
+    p.add_argument("--features", choices=["pixels", "scattering"], default="pixels",
+                   help="pixels: conv auto-encoder (the paper); scattering: cached scattering + PCA(500) features, "
+                        "identity encoder and MLP classifier (no pretraining)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out", default=None)

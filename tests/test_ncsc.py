@@ -125,6 +125,23 @@ def test_balance_penalty_is_zero_for_balanced_one_hot_and_log_k_for_collapse():
     one_cluster = torch.tensor([[50.0, 0, 0]] * 4)
     assert math.isclose(float(balance_penalty(uniform)), math.log(3), rel_tol=1e-6)
     assert math.isclose(float(balance_penalty(one_cluster)), math.log(3), rel_tol=1e-5)
+    assert abs(float(balance_penalty(balanced, "uniform"))) < 1e-6
+    assert math.isclose(float(balance_penalty(uniform, "uniform")), math.log(3), rel_tol=1e-6)
+    assert float(balance_penalty(one_cluster, "uniform")) > 10 * math.log(3)
+    with pytest.raises(ValueError, match="balance"):
+        balance_penalty(uniform, "mutual")
+
+
+def test_uniform_balance_revives_an_output_no_point_uses():
+    # confident outputs on clusters 0 and 1 only: cluster 2 is dead
+    logits = torch.tensor([[10.0, 0, -10], [0, 10.0, -10]] * 3, requires_grad=True)
+    grads = {}
+    for kind in ("entropy", "uniform"):
+        logits.grad = None
+        balance_penalty(logits, kind).backward()
+        grads[kind] = -float(logits.grad[:, 2].sum())  # how hard descent pushes the dead logit up
+    assert math.isclose(grads["uniform"], 1 / 3, rel_tol=1e-2)  # d KL(U || pbar) / d logit_dead = 1/K in total
+    assert abs(grads["entropy"]) < 1e-4
 
 
 # ------------------------------------------------------------------------------------- estimator
@@ -172,6 +189,7 @@ def test_load_refuses_tampered_files(tmp_path, fitted):
     (dict(batch_size=1), None, "batch_size"),
     (dict(lambda1=0), None, "lambda1"),
     (dict(classifier_channels=(8, 0)), None, "classifier_channels"),
+    (dict(balance="mutual"), None, "balance must be"),
     (dict(architecture="conv"), None, "architecture='conv' needs 784"),
     (dict(), np.full((10, 8), np.nan), "NaN"),
     (dict(n_clusters=500), None, "n_clusters=500 is larger"),

@@ -186,19 +186,31 @@ class NCSCModule(nn.Module):
         return self.classifier(self.autoencoder.encode(x))
 
 
-def balance_penalty(logits):
-    """``mean_i H(p_i) + log K - H(mean_i p_i)`` >= 0 for ``p_i = softmax(logits_i)`` (minus the mutual information
-    of points and clusters, plus ``log K``): zero iff every ``p_i`` is one-hot and the batch's clusters are equal
-    in size. Rules out the trivial minimisers of Omega (one cluster, or uniform ``p_i``: ``A_c = 1`` everywhere)."""
+def balance_penalty(logits, kind="entropy"):
+    """Penalty >= 0 that is zero iff every ``p_i = softmax(logits_i)`` is one-hot and the batch's clusters are equal
+    in size; rules out the trivial minimisers of Omega (one cluster, or uniform ``p_i``: ``A_c = 1`` everywhere).
+
+    ``kind="entropy"``: ``mean_i H(p_i) + log K - H(mean_i p_i)`` (minus the mutual information of points and
+    clusters, plus ``log K``); ``log K`` for uniform outputs and for a collapse onto one cluster.
+    ``kind="uniform"``: ``mean_i H(p_i) + KL(U || mean_i p_i)`` with ``U`` uniform over the ``K`` clusters;
+    ``log K`` for uniform outputs, large (``-log 1e-12`` per empty cluster, the clamp) for a collapse. Only this
+    one keeps a gradient for an output no point uses (``-log pbar_k`` grows without bound where
+    ``-pbar_k log pbar_k`` vanishes): with ``"entropy"`` an output that dies early stays dead and two clusters
+    stay merged.
+    """
+    if kind not in ("entropy", "uniform"):
+        raise ValueError(f"balance must be 'entropy' or 'uniform', got {kind!r}")
     logp = torch.log_softmax(logits, dim=1)
     p = logp.exp()
     pbar = p.mean(dim=0)
     mean_h = -(p * logp).sum(dim=1).mean()
+    if kind == "uniform":
+        return mean_h - torch.log(pbar.clamp_min(1e-12)).mean() - math.log(p.shape[1])
     return mean_h + math.log(p.shape[1]) + (pbar * torch.log(pbar.clamp_min(1e-12))).sum()
 
 
 def ncsc_batch_loss(module, xb, *, lambda1, lambda_cl, u, l, alpha, beta, lambda_balance=0.0, normalize=True,
-                    decode=True):
+                    decode=True, balance="entropy"):
     """Eq. (8) on one mini-batch; returns ``(loss, logs)`` (logs: floats, the parts and the pair counts)."""
     ae = module.autoencoder
     Z = ae.encode(xb)
@@ -219,7 +231,7 @@ def ncsc_batch_loss(module, xb, *, lambda1, lambda_cl, u, l, alpha, beta, lambda
     logits = module.classifier(Z)
     A_c, _ = classifier_affinity(logits)
     omega, t = collaborative_loss(A_s, A_c, u, l, alpha, beta)
-    bal = balance_penalty(logits)
+    bal = balance_penalty(logits, balance)
     loss = se + rec + lambda_cl * (omega + lambda_balance * bal)
     pairs = B * (B - 1)
     logs = {"se": float(se.detach()), "reconst": float(rec.detach()), "omega": float(omega.detach()),
@@ -258,6 +270,10 @@ class NCSC(ClusterMixin, BaseEstimator):
         Collaboration rate (weight of ``L_neg``; the terms are already means over their pair sets).
     beta : float, default 1.0
         Weight of the classifier's own negative term ``L_clf`` (0: the paper's literal Omega).
+    balance : {"entropy", "uniform"}, default "entropy"
+        Form of :func:`balance_penalty`: ``-H(mean p)`` or ``KL(uniform || mean p)`` for the cluster sizes. "uniform"
+        revives outputs no point uses; it is what reached the README's figures on scattering features (MNIST-full
+        0.665 vs 0.447 with "entropy", 350 steps of batch 2,000). The conv figures were measured with "entropy".
     lambda_balance : float, default 1.0
         Weight of :func:`balance_penalty` (mean entropy of the outputs minus the entropy of their mean, plus
         log K) inside the collaborative term; 0 with ``beta=0`` is the paper's literal loss, which collapsed.
@@ -309,7 +325,8 @@ class NCSC(ClusterMixin, BaseEstimator):
 
     def __init__(self, n_clusters=10, architecture="auto", image_shape=(28, 28), kernel_sizes=(5, 3, 3),
                  channels=(10, 20, 30), stride=2, paddings=(2, 1, 1), classifier_channels=(64, 64, 64),
-                 lambda1=1.0, lambda_cl=1.0, alpha=1.0, beta=1.0, lambda_balance=1.0, normalize_latent=True, u=0.7,
+                 lambda1=1.0, lambda_cl=1.0, alpha=1.0, beta=1.0, balance="entropy", lambda_balance=1.0,
+                 normalize_latent=True, u=0.7,
                  l_start=0.7, l_end=0.9,
                  l_warmup_epochs=1, n_epochs_ae=60, batch_size_ae=256, lr_ae=1e-3, n_epochs=30, batch_size=5000,
                  lr=1e-3, lr_ae_joint=1e-5, block_size=4096, pretrained_autoencoder=None, random_state=None,
@@ -326,6 +343,7 @@ class NCSC(ClusterMixin, BaseEstimator):
         self.lambda_cl = lambda_cl
         self.alpha = alpha
         self.beta = beta
+        self.balance = balance
         self.lambda_balance = lambda_balance
         self.normalize_latent = normalize_latent
         self.u = u
@@ -366,6 +384,8 @@ class NCSC(ClusterMixin, BaseEstimator):
             check_positive(c, "classifier_channels[i]", integer=True)
         for name in ("lambda1",):
             check_positive(getattr(self, name), name)
+        if self.balance not in ("entropy", "uniform"):
+            raise ValueError(f"balance must be 'entropy' or 'uniform', got {self.balance!r}")
         if not isinstance(self.normalize_latent, (bool, np.bool_)):
             raise ValueError(f"normalize_latent must be True or False, got {self.normalize_latent!r}")
         for name in ("lambda_cl", "alpha", "beta", "lambda_balance"):
@@ -472,6 +492,7 @@ class NCSC(ClusterMixin, BaseEstimator):
         per_epoch = max(1, n // bs)
         hyper = dict(lambda1=float(self.lambda1), lambda_cl=float(self.lambda_cl), u=float(self.u),
                      alpha=float(self.alpha), beta=float(self.beta), lambda_balance=float(self.lambda_balance),
+                     balance=self.balance,
                      normalize=bool(self.normalize_latent), decode=arch == "conv")
         warm = int(self.l_warmup_epochs)
         holder = {}
