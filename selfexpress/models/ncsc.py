@@ -38,7 +38,8 @@ Model (ncsc.txt §3-4), on a mini-batch ``X_b`` of ``B`` points, rows are points
 * ``loss = L_sub + lambda_cl Omega`` (Eq. 8), ``l`` = ``l_start`` in the first ``l_warmup_epochs`` epochs,
   then ``l_end`` (§5.1: u = 0.1, l = 0.7 then 0.9; the defaults here differ, see ``u``, ``lambda1``).
 * ``lambda_balance`` adds :func:`balance_penalty` to Omega (also against collapse: without it the classifier's
-  outputs stayed uniform, ``A_c = 1``, which minimises every other term).
+  outputs stayed uniform, ``A_c = 1``, which minimises every other term); ``balance="uniform"`` uses
+  ``KL(uniform || mean p)`` for the cluster sizes, which keeps pulling on outputs no point uses.
 * ``normalize_latent`` (default): the self-expressive layer codes the unit-normalised ``z_i / ||z_i||``.
 
 Training (Alg. 1, §4-5): auto-encoder pretraining on the reconstruction loss (Adam ``lr_ae``), then joint
