@@ -72,7 +72,11 @@ def omp_coef(X, n_nonzero=10, thr=1e-6, block_size=1024, device="cpu", verbose=F
             supp[live, t] = V.argmax(1)
             del V
             XS = X32[supp[live, :t + 1]].double()  # (n, t+1, D)
-            sol = torch.linalg.lstsq(XS.transpose(1, 2), Y[live].unsqueeze(2)).solution.squeeze(2)  # (n, t+1)
+            # driver "gels" (QR): the CPU default "gelsy" differs in the last bit between identical calls, which broke
+            # same-seed determinism; OMP's atoms are independent (each new one correlates with a residual orthogonal
+            # to the span of the others), so the full-rank QR solve is enough
+            sol = torch.linalg.lstsq(XS.transpose(1, 2), Y[live].unsqueeze(2),
+                                     driver="gels").solution.squeeze(2)  # (n, t+1)
             R[live] = Y[live] - torch.bmm(sol.unsqueeze(1), XS).squeeze(1)
             coef[live, :t + 1] = sol
             size[live] = t + 1
