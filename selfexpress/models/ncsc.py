@@ -187,6 +187,11 @@ class NCSCModule(nn.Module):
         return self.classifier(self.autoencoder.encode(x))
 
 
+def _check_balance(kind):
+    if kind not in ("entropy", "uniform"):
+        raise ValueError(f"balance must be 'entropy' or 'uniform', got {kind!r}")
+
+
 def balance_penalty(logits, kind="entropy"):
     """Penalty >= 0 that is zero iff every ``p_i = softmax(logits_i)`` is one-hot and the batch's clusters are equal
     in size; rules out the trivial minimisers of Omega (one cluster, or uniform ``p_i``: ``A_c = 1`` everywhere).
@@ -199,8 +204,7 @@ def balance_penalty(logits, kind="entropy"):
     ``-pbar_k log pbar_k`` vanishes): with ``"entropy"`` an output that dies early stays dead and two clusters
     stay merged.
     """
-    if kind not in ("entropy", "uniform"):
-        raise ValueError(f"balance must be 'entropy' or 'uniform', got {kind!r}")
+    _check_balance(kind)
     logp = torch.log_softmax(logits, dim=1)
     p = logp.exp()
     pbar = p.mean(dim=0)
@@ -385,8 +389,7 @@ class NCSC(ClusterMixin, BaseEstimator):
             check_positive(c, "classifier_channels[i]", integer=True)
         for name in ("lambda1",):
             check_positive(getattr(self, name), name)
-        if self.balance not in ("entropy", "uniform"):
-            raise ValueError(f"balance must be 'entropy' or 'uniform', got {self.balance!r}")
+        _check_balance(self.balance)
         if not isinstance(self.normalize_latent, (bool, np.bool_)):
             raise ValueError(f"normalize_latent must be True or False, got {self.normalize_latent!r}")
         for name in ("lambda_cl", "alpha", "beta", "lambda_balance"):
