@@ -53,6 +53,10 @@ def build_parser():
     m = c.add_argument_group("method")
     m.add_argument("--method", default="senet", choices=["senet", "ensc", "ssc-omp", "sscn", "dscnet", "energy", "ncsc",
                                                                "kmeans", "spectral"])
+    m.add_argument("--features", choices=["auto", "pixels", "scattering"], default="auto",
+                   help="input of an image dataset: auto (default) = the method's own (pixels for sscn, dscnet, "
+                        "energy, ncsc; scattering + PCA features for the others); scattering with --method ncsc runs "
+                        "NCSC's feature variant (identity encoder, MLP classifier)")
     m.add_argument("--n-clusters", type=int, help="number of clusters (default: from the labels)")
     m.add_argument("--gamma", type=float, help="weight of the reconstruction term (EnSC, SENet)")
     m.add_argument("--tau", type=float, help="EnSC l1/l2 trade-off in [0, 1]")
@@ -110,7 +114,8 @@ def _cmd_cluster(args):
     try:
         res = run(dataset=args.dataset, method=args.method, n_clusters=args.n_clusters, input_path=args.input,
                   labels_path=args.labels, data_dir=args.data_dir, cache_dir=args.cache_dir,
-                  random_state=args.random_state, verbose=not args.quiet and is_main, **params)
+                  random_state=args.random_state, verbose=not args.quiet and is_main, features=args.features,
+                  **params)
     finally:
         distributed.shutdown()
     if not is_main:
@@ -153,8 +158,9 @@ def _cmd_predict(args):
     model = _load_model(args.model)
     if args.input is None and args.dataset is None:
         raise ValueError("give --input FILE or --dataset NAME")
-    raw = type(model).__name__ in ("SSCN", "NCSC")  # SSCN / NCSC read raw pixels in [0, 1], SENet features
-    raw = raw or type(model).__name__ == "EnergySubspaceClustering"  # raw pixels too
+    # SSCN / NCSC / energy models read raw pixels in [0, 1] unless fitted on feature vectors ("linear"); SENet features
+    raw = type(model).__name__ in ("SSCN", "NCSC", "EnergySubspaceClustering")
+    raw = raw and getattr(model, "architecture_", "conv") != "linear"
     X, y, _ = load_input(args.dataset, args.input, args.labels, args.data_dir, raw=raw)
     labels = model.predict(X)
     print(f"predicted {len(labels)} points")

@@ -51,6 +51,10 @@ PRESETS.update({
     ("ncsc", "image"): dict(architecture="conv", image_shape=(28, 28), n_epochs_ae=3, batch_size=1000, lr=3e-3,
                             n_epochs=5),
     ("ncsc", "synthetic"): dict(batch_size=500, n_epochs=50, classifier_channels=(64, 64), u=0.5, lambda1=10.0),
+    # NCSC on an image dataset's scattering + PCA features (``features="scattering"``): identity encoder, MLP
+    # classifier, the KL-to-uniform balance (benchmarks/ncsc.py --features scattering; README figures).
+    ("ncsc", "image-features"): dict(architecture="linear", batch_size=2000, lr=3e-3, u=0.7, balance="uniform",
+                                     n_epochs=25),
 })
 
 #: methods that read raw pixels in [0, 1] (their own encoder), not scattering + PCA features
@@ -69,6 +73,26 @@ PAPER_PRESETS = {
 
 def dataset_family(name):
     return "synthetic" if name in (None, "synthetic", "digits") or name.startswith("file:") else "image"
+
+
+#: what ``features=`` may ask for: the method's own input, raw pixels in [0, 1], or scattering + PCA features
+FEATURE_KINDS = ("auto", "pixels", "scattering")
+
+
+def wants_raw_input(method, features="auto"):
+    """Whether ``method`` reads an image dataset's raw pixels (True) or its scattering + PCA features (False).
+
+    ``features="auto"``: the method's own input (:data:`RAW_INPUT_METHODS` read pixels); "pixels" / "scattering"
+    force one. Methods without an encoder of their own (SENet, EnSC, ...) cannot take pixels through this switch.
+    """
+    if features not in FEATURE_KINDS:
+        raise ValueError(f"features must be one of {FEATURE_KINDS}, got {features!r}")
+    if features == "auto":
+        return method in RAW_INPUT_METHODS
+    if features == "pixels" and method not in RAW_INPUT_METHODS:
+        raise ValueError(f"method {method!r} clusters feature vectors; features='pixels' is for "
+                         f"{sorted(RAW_INPUT_METHODS)}")
+    return features == "pixels"
 
 
 @dataclass
@@ -134,11 +158,21 @@ def load_input(dataset="synthetic", input_path=None, labels_path=None, data_dir=
     return X, y, len(np.unique(y))
 
 
-def make_estimator(method, n_clusters, dataset="synthetic", random_state=0, verbose=False, **overrides):
-    """Build the estimator for ``method`` with the dataset family's preset, then ``overrides``."""
+def make_estimator(method, n_clusters, dataset="synthetic", random_state=0, verbose=False, features="auto",
+                   **overrides):
+    """Build the estimator for ``method`` with the dataset family's preset, then ``overrides``.
+
+    ``features``: see :func:`wants_raw_input`; a pixel method given an image dataset's features gets the
+    ``(method, "image-features")`` preset where there is one.
+    """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {sorted(METHODS)}")
-    params = dict(PRESETS.get((method, dataset_family(dataset)), {}))
+    family = dataset_family(dataset)
+    if family == "image" and method in RAW_INPUT_METHODS and not wants_raw_input(method, features):
+        if (method, "image-features") not in PRESETS:
+            raise ValueError(f"method {method!r} has no variant for scattering features; use features='pixels'")
+        family = "image-features"
+    params = dict(PRESETS.get((method, family), {}))
     params.update({k: v for k, v in overrides.items() if v is not None})
     module, cls = METHODS[method]
     if module is None:
@@ -197,20 +231,24 @@ class _SimpleBaseline:
 
 
 def run(dataset="synthetic", method="senet", n_clusters=None, input_path=None, labels_path=None, data_dir=None,
-        cache_dir=None, random_state=0, verbose=False, **params):
-    """Run one method end to end; returns a :class:`RunResult` with labels, metrics and stage times."""
+        cache_dir=None, random_state=0, verbose=False, features="auto", **params):
+    """Run one method end to end; returns a :class:`RunResult` with labels, metrics and stage times.
+
+    ``features``: "auto" (the method's own input), "pixels" or "scattering" for an image dataset
+    (:func:`wants_raw_input`); e.g. ``run("mnist-full", "ncsc", features="scattering")``.
+    """
     from .metrics import evaluate
 
     timings = {}
     t0 = time.perf_counter()
     X, y, k_hint = load_input(dataset, input_path, labels_path, data_dir, cache_dir,
-                              random_state=random_state, verbose=verbose, raw=method in RAW_INPUT_METHODS)
+                              random_state=random_state, verbose=verbose, raw=wants_raw_input(method, features))
     timings["load+features"] = time.perf_counter() - t0
     n_clusters = n_clusters or k_hint
     if n_clusters is None:
         raise ValueError("n_clusters is required when the input has no labels")
     est, used = make_estimator(method, n_clusters, dataset if input_path is None else "file:", random_state,
-                               verbose, **params)
+                               verbose, features=features, **params)
     t0 = time.perf_counter()
     est.fit(X)
     timings["fit"] = time.perf_counter() - t0

@@ -205,3 +205,49 @@ def test_predict_errors(fitted):
         NCSC().predict(np.zeros((2, 8)))
     with pytest.raises(ValueError, match="features"):
         fitted.predict(np.zeros((2, 5)))
+
+
+def test_cli_ncsc_on_scattering_features_fits_the_feature_variant_and_predicts_from_features(
+        tmp_path, monkeypatch, capsys, data):
+    """``cluster --method ncsc --features scattering`` on an image dataset: the loader is asked for features (not
+    pixels), the estimator gets the "image-features" preset (identity encoder, uniform balance), and ``predict``
+    with the saved model asks for features again."""
+    from selfexpress import pipeline
+    from selfexpress.cli import main
+
+    X, y = data
+    asked = []
+
+    def fake_load_input(dataset, input_path=None, labels_path=None, data_dir=None, cache_dir=None, *a, raw=False,
+                        **k):
+        asked.append((dataset, raw))
+        return X.astype(np.float32), y, 3
+
+    monkeypatch.setattr(pipeline, "load_input", fake_load_input)
+    monkeypatch.setitem(pipeline.PRESETS, ("ncsc", "image-features"),
+                        {**pipeline.PRESETS[("ncsc", "image-features")], "batch_size": 90, "n_epochs": 3})
+    model = tmp_path / "ncsc"
+    assert main(["cluster", "--dataset", "mnist-test", "--method", "ncsc", "--features", "scattering", "-q",
+                 "--save-model", str(model)]) == 0
+    assert asked == [("mnist-test", False)]
+    assert "ncsc on mnist-test: 180 points" in capsys.readouterr().out
+    loaded = NCSC.load(model)
+    assert loaded.architecture_ == "linear" and loaded.balance == "uniform"
+    assert main(["predict", "--model", str(model), "--dataset", "mnist-test"]) == 0
+    assert asked[-1] == ("mnist-test", False)
+
+
+def test_features_switch_errors_and_defaults():
+    from selfexpress.pipeline import make_estimator, wants_raw_input
+
+    assert wants_raw_input("ncsc") and not wants_raw_input("senet")
+    assert not wants_raw_input("ncsc", "scattering") and wants_raw_input("sscn", "pixels")
+    with pytest.raises(ValueError, match="features must be one of"):
+        wants_raw_input("ncsc", "hog")
+    with pytest.raises(ValueError, match="clusters feature vectors"):
+        wants_raw_input("senet", "pixels")
+    with pytest.raises(ValueError, match="no variant for scattering features"):
+        make_estimator("dscnet", 10, "mnist-test", features="scattering")
+    est, _ = make_estimator("ncsc", 10, "mnist-test", features="scattering")
+    assert est.architecture == "linear" and est.balance == "uniform"
+    assert make_estimator("ncsc", 10, "mnist-test")[0].architecture == "conv"
