@@ -251,3 +251,17 @@ def test_features_switch_errors_and_defaults():
     est, _ = make_estimator("ncsc", 10, "mnist-test", features="scattering")
     assert est.architecture == "linear" and est.balance == "uniform"
     assert make_estimator("ncsc", 10, "mnist-test")[0].architecture == "conv"
+
+
+def test_batch_loss_of_the_feature_variant_skips_the_gradient_free_self_expression_term(data):
+    """Identity encoder, no decoder: the self-expression term is constant in the parameters, so it is not computed
+    (``se`` logged as nan) and the loss is exactly the collaborative part; the conv variant still carries it."""
+    from selfexpress.models.ncsc import ncsc_batch_loss
+
+    X, _ = data
+    model = NCSC(**{**TINY, "n_epochs": 0}).fit(X)
+    xb = torch.as_tensor(X[:40], dtype=torch.float32)
+    kw = dict(lambda1=10.0, lambda_cl=2.0, u=0.5, l=0.9, alpha=1.0, beta=1.0, lambda_balance=0.5, decode=False)
+    loss, logs = ncsc_batch_loss(model.module_, xb, **kw)
+    assert math.isnan(logs["se"])
+    assert float(loss) == pytest.approx(2.0 * (logs["omega"] + 0.5 * logs["balance"]), rel=1e-6)

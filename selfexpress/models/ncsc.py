@@ -216,28 +216,35 @@ def balance_penalty(logits, kind="entropy"):
 
 def ncsc_batch_loss(module, xb, *, lambda1, lambda_cl, u, l, alpha, beta, lambda_balance=0.0, normalize=True,
                     decode=True, balance="entropy"):
-    """Eq. (8) on one mini-batch; returns ``(loss, logs)`` (logs: floats, the parts and the pair counts)."""
+    """Eq. (8) on one mini-batch; returns ``(loss, logs)`` (logs: floats, the parts and the pair counts; ``se`` is
+    nan where it is not computed: fixed encoder and no decoder, so it has no gradient)."""
     ae = module.autoencoder
     Z = ae.encode(xb)
     B = Z.shape[0]
+    # With a fixed encoder (the identity of the "linear" variant) and no decoder, the self-expression term has no
+    # gradient: only C is needed (for A_s); skipping C Z saves a B x B x d product, about a third of a step.
+    need_se = decode or Z.requires_grad
+    Zn = Z
     if normalize:  # self-expression of the directions z_i / ||z_i||; the decoder gets ||z_i|| (C Zs)_i
         norms = Z.norm(dim=1, keepdim=True).clamp_min(1e-12)
-        Zs = Z / norms
-        C = self_expressive_coefficients(Zs, lambda1, dtype=torch.float32)
-        Zc = C @ Zs
-        se = ((C * C).sum() + 0.5 * lambda1 * ((Zs - Zc) ** 2).sum()) / B
-        Zc = norms * Zc
+        Zn = Z / norms
+        C = self_expressive_coefficients(Zn, lambda1, dtype=torch.float32)
     else:
         C = self_expressive_coefficients(Z, lambda1)
-        Zc = C @ Z
-        se = ((C * C).sum() + 0.5 * lambda1 * ((Z - Zc) ** 2).sum()) / B
+    if need_se:
+        Zc = C @ Zn
+        se = ((C * C).sum() + 0.5 * lambda1 * ((Zn - Zc) ** 2).sum()) / B
+        if normalize:
+            Zc = norms * Zc
+    else:
+        se = Z.new_full((), float("nan"))
     rec = 0.5 * reconstruction_loss(xb, ae.decode(Zc)) / B if decode else Z.new_zeros(())
     A_s = subspace_affinity(C)
     logits = module.classifier(Z)
     A_c, _ = classifier_affinity(logits)
     omega, t = collaborative_loss(A_s, A_c, u, l, alpha, beta)
     bal = balance_penalty(logits, balance)
-    loss = se + rec + lambda_cl * (omega + lambda_balance * bal)
+    loss = (se if need_se else 0.0) + rec + lambda_cl * (omega + lambda_balance * bal)
     pairs = B * (B - 1)
     logs = {"se": float(se.detach()), "reconst": float(rec.detach()), "omega": float(omega.detach()),
             "pos": float(t["pos"].detach()), "neg": float(t["neg"].detach()), "clf": float(t["clf"].detach()),
