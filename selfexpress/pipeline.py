@@ -158,6 +158,16 @@ def load_input(dataset="synthetic", input_path=None, labels_path=None, data_dir=
     return X, y, len(np.unique(y))
 
 
+def _preset_family(method, dataset, features):
+    """The PRESETS key's second half: the dataset family, or "image-features" for a pixel method on features."""
+    family = dataset_family(dataset)
+    if family == "image" and method in RAW_INPUT_METHODS and not wants_raw_input(method, features):
+        if (method, "image-features") not in PRESETS:
+            raise ValueError(f"method {method!r} has no variant for scattering features; use features='pixels'")
+        family = "image-features"
+    return family
+
+
 def make_estimator(method, n_clusters, dataset="synthetic", random_state=0, verbose=False, features="auto",
                    **overrides):
     """Build the estimator for ``method`` with the dataset family's preset, then ``overrides``.
@@ -167,12 +177,7 @@ def make_estimator(method, n_clusters, dataset="synthetic", random_state=0, verb
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {sorted(METHODS)}")
-    family = dataset_family(dataset)
-    if family == "image" and method in RAW_INPUT_METHODS and not wants_raw_input(method, features):
-        if (method, "image-features") not in PRESETS:
-            raise ValueError(f"method {method!r} has no variant for scattering features; use features='pixels'")
-        family = "image-features"
-    params = dict(PRESETS.get((method, family), {}))
+    params = dict(PRESETS.get((method, _preset_family(method, dataset, features)), {}))
     params.update({k: v for k, v in overrides.items() if v is not None})
     module, cls = METHODS[method]
     if module is None:
@@ -239,6 +244,8 @@ def run(dataset="synthetic", method="senet", n_clusters=None, input_path=None, l
     """
     from .metrics import evaluate
 
+    if method in METHODS:  # bad method / features combinations fail before the (possibly long) feature stage
+        _preset_family(method, dataset if input_path is None else "file:", features)
     timings = {}
     t0 = time.perf_counter()
     X, y, k_hint = load_input(dataset, input_path, labels_path, data_dir, cache_dir,

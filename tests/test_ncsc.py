@@ -238,7 +238,7 @@ def test_cli_ncsc_on_scattering_features_fits_the_feature_variant_and_predicts_f
 
 
 def test_features_switch_errors_and_defaults():
-    from selfexpress.pipeline import make_estimator, wants_raw_input
+    from selfexpress.pipeline import make_estimator, run, wants_raw_input
 
     assert wants_raw_input("ncsc") and not wants_raw_input("senet")
     assert not wants_raw_input("ncsc", "scattering") and wants_raw_input("sscn", "pixels")
@@ -248,6 +248,8 @@ def test_features_switch_errors_and_defaults():
         wants_raw_input("senet", "pixels")
     with pytest.raises(ValueError, match="no variant for scattering features"):
         make_estimator("dscnet", 10, "mnist-test", features="scattering")
+    with pytest.raises(ValueError, match="no variant for scattering features"):  # before any data is loaded
+        run("mnist-test", "dscnet", data_dir="/nonexistent", features="scattering")
     est, _ = make_estimator("ncsc", 10, "mnist-test", features="scattering")
     assert est.architecture == "linear" and est.balance == "uniform"
     assert make_estimator("ncsc", 10, "mnist-test")[0].architecture == "conv"
