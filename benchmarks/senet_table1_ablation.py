@@ -1,0 +1,70 @@
+"""Why the small-N "SENet test" rows of senet.txt Table 1 are short: learning curves of one training setting.
+
+Same data as ``benchmarks/senet_table1.py`` (5 subspaces of dim 6 in R^9, N_i points per subspace for training and
+N_i fresh points on the same subspaces for testing, gamma = 50, lambda = 0.9). Trains one SENet setting and records,
+every ``--every`` iterations, on the training set and on the test set (self-expressed on itself): L, L_rec, L_reg,
+ACC and SRE (``SENet.fit(..., eval_set=...)``, ``history_["eval"]``).
+
+    python benchmarks/senet_table1_ablation.py --ni 100 --width 1024 --lr 1e-3 --batch 100 --iters 10000 \\
+        --every 1000 --threads 1 --tag paper10k         # the paper's own setting (exact gradient, b at lr)
+    python benchmarks/senet_table1_ablation.py --ni 100 --width 128 --lr 3e-3 --batch 500 --iters 2000 \\
+        --kkt --lrb 0.3 --tag w128_lrb0.3               # the CPU benchmark's setting with b's lr changed
+
+Writes ``benchmarks/results/senet_table1_ablation_<tag>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import _common  # noqa: F401
+import numpy as np
+from _common import write_result
+from senet_table1 import GAMMA, LMBD, sample_on_bases
+
+from selfexpress.data import make_union_of_subspaces
+from selfexpress.models.senet import SENet
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--ni", type=int, default=100, help="points per subspace (train and test each)")
+    ap.add_argument("--width", type=int, default=1024, help="hidden and embedding width (alpha = 1/width)")
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--batch", type=int, default=100)
+    ap.add_argument("--iters", type=int, default=1000)
+    ap.add_argument("--every", type=int, default=250, help="evaluate every this many iterations")
+    ap.add_argument("--kkt", action="store_true", help='inactive_grad="kkt" (default: the exact gradient)')
+    ap.add_argument("--lrb", type=float, default=None, help="Adam lr of the threshold b (default: --lr)")
+    ap.add_argument("--clip", type=float, default=0.001, help="global gradient-norm clip (reference: 0.001)")
+    ap.add_argument("--teacher", action="store_true", help='teacher="ensc" (distillation, not in the paper)')
+    ap.add_argument("--tw", type=float, default=3000.0, help="teacher_weight")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--tag", default="run")
+    a = ap.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(a.threads)
+    ni, seed = a.ni, a.seed
+    rng = np.random.default_rng(seed + 1000 * ni)  # the draw of senet_table1.py
+    X, y, bases = make_union_of_subspaces(5, 6, 9, ni, random_state=seed + ni)
+    Xte, yte = sample_on_bases(bases, ni, rng)
+    w = a.width
+    m = SENet(5, hidden_sizes=(w,) * 3, embed_dim=w, gamma=GAMMA, lmbd=LMBD, n_iter=a.iters, batch_size=a.batch,
+              lr=a.lr, lr_threshold=a.lrb, grad_clip=a.clip, inactive_grad="kkt" if a.kkt else "zero",
+              affinity="symmetric", normalize=False, random_state=seed, eval_every=a.every,
+              teacher="ensc" if a.teacher else None, teacher_weight=a.tw)
+    t0 = time.perf_counter()
+    m.fit(X, y, eval_set=(Xte, yte))
+    secs = time.perf_counter() - t0
+    curves = {k: [float(v) for v in vals] for k, vals in m.history_["eval"].items()}
+    print(f"{a.tag}: {secs:.0f} s; last eval: " + ", ".join(f"{k} {v[-1]:.3f}" for k, v in curves.items()))
+    write_result(f"senet_table1_ablation_{a.tag}", {"args": vars(a), "train_seconds": secs, "eval": curves,
+                                                    "threshold_b": float(m.module_.threshold.detach())})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
