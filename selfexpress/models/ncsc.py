@@ -222,7 +222,8 @@ def ncsc_batch_loss(module, xb, *, lambda1, lambda_cl, u, l, alpha, beta, lambda
     Z = ae.encode(xb)
     B = Z.shape[0]
     # With a fixed encoder (the identity of the "linear" variant) and no decoder, the self-expression term has no
-    # gradient: only C is needed (for A_s); skipping C Z saves a B x B x d product, about a third of a step.
+    # gradient: only C is needed (for A_s); skipping C Z saves a B x B x d product (measured: 0.085 s of a 0.49 s
+    # step at B = 2,000, d = 500, two threads).
     need_se = decode or Z.requires_grad
     Zn = Z
     if normalize:  # self-expression of the directions z_i / ||z_i||; the decoder gets ||z_i|| (C Zs)_i
