@@ -211,7 +211,9 @@ def test_fit_learns_and_history(data):
     assert set(h["train"]) >= {"iter", "loss", "rec", "reg", "b", "lr"}
     assert len(h["train"]["loss"]) == 40
     assert h["eval"]["iter"] == [20, 40]
-    assert set(h["eval"]) >= {"acc", "sre", "L", "L_rec", "L_reg", "test_acc", "test_sre", "test_L_rec"}
+    assert set(h["eval"]) >= {"acc", "sre", "conn", "L", "L_rec", "L_reg", "test_acc", "test_sre", "test_conn",
+                              "test_L_rec"}
+    assert all(0.0 <= v <= 1.0 for v in h["eval"]["conn"] + h["eval"]["test_conn"])
     assert np.mean(h["train"]["loss"][-5:]) < np.mean(h["train"]["loss"][:5])
     assert h["train"]["b"][-1] > 0  # the threshold is learned
     assert m.labels_.shape == (75,) and m.dictionary_labels_.shape == (75,)

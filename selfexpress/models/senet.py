@@ -317,7 +317,7 @@ class SENet(SelfExpressiveClustering):
     dictionary_ : ndarray (n_dict, n_features), the (normalised) training points = dictionary for predict
     dictionary_labels_ : ndarray (n_dict,), cluster labels of the dictionary atoms
     coef_, affinity_, labels_, timings_ : as in the base class
-    history_ : ``{"train": {"iter", "loss", "rec", "reg", "b", "lr"}, "eval": {"iter", "acc", "sre", "L",
+    history_ : ``{"train": {"iter", "loss", "rec", "reg", "b", "lr"}, "eval": {"iter", "acc", "sre", "conn", "L",
         "L_rec", "L_reg", [test_* ...]}}``; ``rec``/``reg``/``loss`` are per-point batch means.
     """
 
@@ -577,7 +577,7 @@ class SENet(SelfExpressiveClustering):
     def _make_eval_callback(self, Xtr, ytr, eval_set):
         from ..cluster import spectral_clustering
         from ..graph import affinity_from_coef
-        from ..metrics import clustering_accuracy, subspace_preserving_error
+        from ..metrics import clustering_accuracy, connectivity, subspace_preserving_error
 
         Xte = yte = None
         if eval_set is not None:
@@ -594,7 +594,7 @@ class SENet(SelfExpressiveClustering):
                                       random_state=check_random_state_int(self.random_state))
             obj = self.objective(Xa, Xa, _normalized=True)
             return {f"{prefix}acc": clustering_accuracy(ya, lab), f"{prefix}sre": subspace_preserving_error(C, ya),
-                    **{f"{prefix}{k}": v for k, v in obj.items()}}
+                    f"{prefix}conn": connectivity(C, ya), **{f"{prefix}{k}": v for k, v in obj.items()}}
 
         def callback(trainer, iteration, logs):
             was = self.module_.training
