@@ -146,8 +146,12 @@ def part_inductive(a):
     st = Stages()
     with st("load"):
         if a.features == "scattering":  # one PCA basis for both splits (fitted on all 70k images, no labels)
+            from selfexpress.data import load_dataset
+
             Xf, yf = _load("mnist-full", features=a.features)
-            X, y, Xt, yt = Xf[:a.n_train], yf[:a.n_train], Xf[60000:], yf[60000:]
+            # mnist-full is MNIST-train followed by MNIST-test
+            n_split = len(load_dataset("mnist-train", data_dir=str(DATA_DIR), verbose=False).labels)
+            X, y, Xt, yt = Xf[:min(a.n_train, n_split)], yf[:min(a.n_train, n_split)], Xf[n_split:], yf[n_split:]
         else:
             X, y = _load("mnist-train", a.n_train)
             Xt, yt = _load("mnist-test")
