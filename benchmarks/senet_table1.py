@@ -83,6 +83,13 @@ def sample_on_bases(bases, n_per, rng):
     return np.vstack(Xs), np.concatenate(ys)
 
 
+def draw_train_test(ni, seed):
+    """``(X, y, X_test, y_test)``: N_i training points per subspace and N_i fresh ones on the same subspaces."""
+    X, y, bases = make_union_of_subspaces(5, 6, 9, ni, random_state=seed + ni)
+    Xte, yte = sample_on_bases(bases, ni, np.random.default_rng(seed + 1000 * ni))
+    return X, y, Xte, yte
+
+
 def objective_from_coef(C, X):
     """(L, L_rec, L_reg) of a (sparse) coefficient matrix on X (row convention)."""
     C = sp.csr_matrix(C, dtype=np.float64)
@@ -170,9 +177,7 @@ def main(argv=None):
         draws = []
         for d in range(n_draws):
             seed = args.seed + d
-            rng = np.random.default_rng(seed + 1000 * ni)
-            X, y, bases = make_union_of_subspaces(5, 6, 9, ni, random_state=seed + ni)
-            Xte, yte = sample_on_bases(bases, ni, rng)
+            X, y, Xte, yte = draw_train_test(ni, seed)
             with stages(f"EnSC N_i={ni}"):
                 ensc, ensc_info = run_ensc(X, y, seed)
             with stages(f"SENet N_i={ni}"):

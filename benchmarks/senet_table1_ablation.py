@@ -19,11 +19,9 @@ import argparse
 import time
 
 import _common  # noqa: F401
-import numpy as np
 from _common import write_result
-from senet_table1 import GAMMA, LMBD, sample_on_bases
+from senet_table1 import GAMMA, LMBD, draw_train_test
 
-from selfexpress.data import make_union_of_subspaces
 from selfexpress.models.senet import SENet
 
 
@@ -48,9 +46,7 @@ def main(argv=None):
 
     torch.set_num_threads(a.threads)
     ni, seed = a.ni, a.seed
-    rng = np.random.default_rng(seed + 1000 * ni)  # the draw of senet_table1.py
-    X, y, bases = make_union_of_subspaces(5, 6, 9, ni, random_state=seed + ni)
-    Xte, yte = sample_on_bases(bases, ni, rng)
+    X, y, Xte, yte = draw_train_test(ni, seed)  # the draw of senet_table1.py
     w = a.width
     m = SENet(5, hidden_sizes=(w,) * 3, embed_dim=w, gamma=GAMMA, lmbd=LMBD, n_iter=a.iters, batch_size=a.batch,
               lr=a.lr, lr_threshold=a.lrb, grad_clip=a.clip, inactive_grad="kkt" if a.kkt else "zero",
