@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["config_params", "check_network_tensors", "state_dict_digest"]
+__all__ = ["config_params", "check_network_tensors", "state_dict_digest", "data_fingerprint"]
 
 
 def config_params(estimator, weights_params=()):
@@ -45,6 +45,15 @@ def check_network_tensors(tensors, expected, invalid, allowed_extra=()):
     extra = sorted(set(tensors) - set(expected) - set(allowed_extra))
     if extra:
         raise ValueError(f"{invalid}: unexpected tensors {extra}")
+
+
+def data_fingerprint(X):
+    """``{"data": SHA-1 of X as contiguous float32, "shape": list(X.shape)}``: the training data's part of a
+    checkpoint fingerprint (a resumed fit must see the same data)."""
+    import hashlib
+
+    digest = hashlib.sha1(np.ascontiguousarray(X, dtype=np.float32).tobytes()).hexdigest()
+    return {"data": digest, "shape": list(X.shape)}
 
 
 def state_dict_digest(state):

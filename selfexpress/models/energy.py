@@ -41,7 +41,6 @@ self-expressive coefficients, so that the coefficients of a point never need the
 
 from __future__ import annotations
 
-import hashlib
 import math
 import time
 from pathlib import Path
@@ -560,11 +559,10 @@ class EnergySubspaceClustering(ClusterMixin, BaseEstimator):
         if stage == "pretrain":
             skip |= {"n_epochs", "lr_joint", "lr_energy", "lambda1", "lambda2", "n_dictionary", "beta"}
         params = {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.get_params().items() if k not in skip}
-        from ._files import state_dict_digest
+        from ._files import data_fingerprint, state_dict_digest
 
         pre = state_dict_digest(self.pretrained_encoder)
-        return {"model": MODEL_KIND, "stage": stage, "params": params, "shape": list(X.shape), "pretrained": pre,
-                "data": hashlib.sha1(np.ascontiguousarray(X, dtype=np.float32).tobytes()).hexdigest()}
+        return {"model": MODEL_KIND, "stage": stage, "params": params, "pretrained": pre, **data_fingerprint(X)}
 
     def _memory_estimate(self, n):
         """Rough bytes of the largest stage: a training step (activations of 3 encoder passes + pair tensors)."""

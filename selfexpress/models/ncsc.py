@@ -52,7 +52,6 @@ epochs, batch 5,000, GPU) is the default; ``benchmarks/ncsc.py`` documents the s
 
 from __future__ import annotations
 
-import hashlib
 import math
 import time
 from pathlib import Path
@@ -67,7 +66,7 @@ from .._memory import check_allocation
 from .._validation import (check_fraction, check_is_fitted, check_n_clusters, check_n_features, check_positive,
                            check_random_state_int)
 from ._autoencoder import load_or_pretrain, reconstruction_loss
-from ._files import check_network_tensors, config_params, state_dict_digest
+from ._files import check_network_tensors, config_params, data_fingerprint, state_dict_digest
 from .sscn import SSCN
 
 __all__ = ["NCSC", "NCSCModule", "balance_penalty", "self_expressive_coefficients", "subspace_affinity",
@@ -440,9 +439,7 @@ class NCSC(ClusterMixin, BaseEstimator):
         if stage == "ae":
             params = {k: v for k, v in params.items() if k in SSCN().get_params() or k == "random_state"}
         pre = state_dict_digest(self.pretrained_autoencoder)
-        data = hashlib.sha1(np.ascontiguousarray(X, dtype=np.float32).tobytes()).hexdigest()
-        return {"model": MODEL_KIND, "stage": stage, "params": params, "pretrained": pre, "data": data,
-                "shape": list(X.shape)}
+        return {"model": MODEL_KIND, "stage": stage, "params": params, "pretrained": pre, **data_fingerprint(X)}
 
     def _log(self, msg):
         if self.verbose:

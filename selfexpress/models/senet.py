@@ -30,7 +30,6 @@ faster on a CPU budget (see the :class:`SENet` parameter and benchmarks/senet_ta
 
 from __future__ import annotations
 
-import hashlib
 import time
 import warnings
 
@@ -492,9 +491,9 @@ class SENet(SelfExpressiveClustering):
                   if k not in ("verbose", "checkpoint_dir", "checkpoint_every", "resume", "device", "eval_every",
                                "n_init", "n_components", "affinity", "n_neighbors", "n_nonzero", "distributed")}
         params["hidden_sizes"] = list(self._check_params())
-        return {"model": MODEL_KIND, "params": params,
-                "data": hashlib.sha1(np.ascontiguousarray(X, dtype=np.float32).tobytes()).hexdigest(),
-                "shape": list(X.shape)}
+        from ._files import data_fingerprint
+
+        return {"model": MODEL_KIND, "params": params, **data_fingerprint(X)}
 
     def _fit_coef(self, X):
         from ..train import Trainer

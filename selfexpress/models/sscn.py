@@ -44,7 +44,6 @@ Choices where the poster and the reference leave gaps are listed under the param
 
 from __future__ import annotations
 
-import hashlib
 import time
 from pathlib import Path
 
@@ -455,12 +454,10 @@ class SSCN(ClusterMixin, BaseEstimator):
         if stage != "clf":
             skip |= set(self._LATE_PARAMS)
         params = {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.get_params().items() if k not in skip}
-        from ._files import state_dict_digest
+        from ._files import data_fingerprint, state_dict_digest
 
         pre = state_dict_digest(self.pretrained_autoencoder)
-        return {"model": MODEL_KIND, "stage": stage, "params": params, "pretrained": pre,
-                "data": hashlib.sha1(np.ascontiguousarray(X, dtype=np.float32).tobytes()).hexdigest(),
-                "shape": list(X.shape)}
+        return {"model": MODEL_KIND, "stage": stage, "params": params, "pretrained": pre, **data_fingerprint(X)}
 
     def _log(self, msg):
         if self.verbose:
