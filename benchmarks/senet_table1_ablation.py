@@ -22,7 +22,30 @@ import _common  # noqa: F401
 from _common import write_result
 from senet_table1 import GAMMA, LMBD, draw_train_test
 
+from selfexpress.cluster import spectral_clustering
+from selfexpress.graph import affinity_from_coef
+from selfexpress.metrics import clustering_accuracy
 from selfexpress.models.senet import SENet
+
+
+def test_acc_by_affinity(model, Xte, yte):
+    """Spectral-clustering ACC of the test set's own coefficients under the affinities of the two reference codes.
+
+    "symmetric": (|C_n| + |C_n|^T) / 2 (EnSC's default, what the eval history and senet_table1.py use);
+    "knn3" / "knn10": the k-NN graph between the l2-normalised coefficient rows (SENet's main.py default, k = 3);
+    "symmetric_2k": symmetric with 2 x n_clusters eigenvectors (SENet's main.py separates spectral_dim).
+    k-means is seeded like the eval history's, so "symmetric" equals the last ``test_acc``."""
+    C = model.self_expressive_coefficients(Xte, dictionary=Xte)
+    k = model.n_clusters
+    sym = affinity_from_coef(C, "symmetric")
+    graphs = {"symmetric": (sym, k), "symmetric_2k": (sym, 2 * k),
+              "knn3": (affinity_from_coef(C, "knn", n_neighbors=3), k),
+              "knn10": (affinity_from_coef(C, "knn", n_neighbors=10), k)}
+    acc = {}
+    for name, (A, n_components) in graphs.items():
+        labels = spectral_clustering(A, k, n_components=n_components, random_state=model.random_state)
+        acc[name] = float(clustering_accuracy(yte, labels))
+    return acc
 
 
 def main(argv=None):
@@ -39,7 +62,8 @@ def main(argv=None):
     ap.add_argument("--teacher", action="store_true", help='teacher="ensc" (distillation, not in the paper)')
     ap.add_argument("--tw", type=float, default=3000.0, help="teacher_weight")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0, help="data draw (and network initialisation unless --init-seed)")
+    ap.add_argument("--init-seed", type=int, default=None, help="random_state of the network (default: --seed)")
     ap.add_argument("--tag", default="run")
     a = ap.parse_args(argv)
     import torch
@@ -50,15 +74,19 @@ def main(argv=None):
     w = a.width
     m = SENet(5, hidden_sizes=(w,) * 3, embed_dim=w, gamma=GAMMA, lmbd=LMBD, n_iter=a.iters, batch_size=a.batch,
               lr=a.lr, lr_threshold=a.lrb, grad_clip=a.clip, inactive_grad="kkt" if a.kkt else "zero",
-              affinity="symmetric", normalize=False, random_state=seed, eval_every=a.every,
+              affinity="symmetric", normalize=False, eval_every=a.every,
+              random_state=seed if a.init_seed is None else a.init_seed,
               teacher="ensc" if a.teacher else None, teacher_weight=a.tw)
     t0 = time.perf_counter()
     m.fit(X, y, eval_set=(Xte, yte))
     secs = time.perf_counter() - t0
     curves = {k: [float(v) for v in vals] for k, vals in m.history_["eval"].items()}
     print(f"{a.tag}: {secs:.0f} s; last eval: " + ", ".join(f"{k} {v[-1]:.3f}" for k, v in curves.items()))
+    by_affinity = test_acc_by_affinity(m, Xte, yte)
+    print("final test ACC by affinity: " + ", ".join(f"{k} {v:.3f}" for k, v in by_affinity.items()))
     write_result(f"senet_table1_ablation_{a.tag}", {"args": vars(a), "train_seconds": secs, "eval": curves,
-                                                    "threshold_b": float(m.module_.threshold.detach())})
+                                                    "threshold_b": float(m.module_.threshold.detach()),
+                                                    "final_test_acc_by_affinity": by_affinity})
     return 0
 
 
