@@ -344,6 +344,25 @@ def test_checkpoint_resume_matches_uninterrupted(data, tmp_path):
     np.testing.assert_array_equal(ref.labels_, m.labels_)
     with pytest.raises(ValueError, match="different run"):
         SENet(3, **{**TINY, "n_iter": 12, "gamma": 5.0, "checkpoint_dir": tmp_path, "resume": True}).fit(X)
+    # same parameters, other data (one point moved): the checkpoint is not resumed either
+    X2 = X.copy()
+    X2[0] = -X2[0]
+    with pytest.raises(ValueError, match="different run"):
+        SENet(3, **{**TINY, "n_iter": 12, "checkpoint_dir": tmp_path, "resume": True}).fit(X2)
+
+
+def test_data_fingerprint_identifies_values_and_shape():
+    from selfexpress.models._files import data_fingerprint
+
+    X = np.arange(12, dtype=np.float64).reshape(3, 4)
+    fp = data_fingerprint(X)
+    assert fp["shape"] == [3, 4]
+    assert data_fingerprint(X.astype(np.float32)) == fp  # the float32 values are hashed
+    assert data_fingerprint(np.asfortranarray(X)) == fp  # memory layout does not matter
+    assert data_fingerprint(X.reshape(4, 3))["shape"] == [4, 3]
+    X2 = X.copy()
+    X2[2, 3] += 1.0
+    assert data_fingerprint(X2)["data"] != fp["data"]
 
 
 def test_plots_write_images(fitted, data, tmp_path):
