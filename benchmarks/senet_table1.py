@@ -119,12 +119,17 @@ def run_ensc(X, y, seed):
     return dict(zip(COLS, (*L, acc, sre, conn))), {"seconds": secs, "nnz_per_row": m.coef_.nnz / X.shape[0]}
 
 
+def table1_senet(width, random_state, **params):
+    """The Table 1 SENet: 3 hidden layers and an embedding of ``width``, the paper's gamma / lambda, the symmetric
+    affinity, no input normalisation (the points are unit vectors already); ``params`` set the training."""
+    return SENet(5, hidden_sizes=(width,) * 3, embed_dim=width, gamma=GAMMA, lmbd=LMBD, affinity="symmetric",
+                 normalize=False, random_state=random_state, **params)
+
+
 def run_senet(X, y, Xte, yte, cfg, seed, verbose):
-    w = cfg["width"]
-    m = SENet(5, hidden_sizes=(w,) * 3, embed_dim=w, gamma=GAMMA, lmbd=LMBD, n_iter=cfg["n_iter"],
-              batch_size=cfg["batch_size"], block_size=cfg.get("block_size", 1000), lr=cfg["lr"],
-              lr_threshold=cfg["lr_threshold"], inactive_grad=cfg["inactive_grad"], affinity="symmetric",
-              normalize=False, random_state=seed, verbose=verbose)
+    m = table1_senet(cfg["width"], seed, n_iter=cfg["n_iter"], batch_size=cfg["batch_size"],
+                     block_size=cfg.get("block_size", 1000), lr=cfg["lr"], lr_threshold=cfg["lr_threshold"],
+                     inactive_grad=cfg["inactive_grad"], verbose=verbose)
     t0 = time.perf_counter()
     m.fit(X)
     secs = time.perf_counter() - t0

@@ -20,12 +20,11 @@ import time
 
 import _common  # noqa: F401
 from _common import write_result
-from senet_table1 import GAMMA, LMBD, draw_train_test
+from senet_table1 import draw_train_test, table1_senet
 
 from selfexpress.cluster import spectral_clustering
 from selfexpress.graph import affinity_from_coef
 from selfexpress.metrics import clustering_accuracy
-from selfexpress.models.senet import SENet
 
 
 def test_acc_by_affinity(model, Xte, yte):
@@ -71,12 +70,9 @@ def main(argv=None):
     torch.set_num_threads(a.threads)
     ni, seed = a.ni, a.seed
     X, y, Xte, yte = draw_train_test(ni, seed)  # the draw of senet_table1.py
-    w = a.width
-    m = SENet(5, hidden_sizes=(w,) * 3, embed_dim=w, gamma=GAMMA, lmbd=LMBD, n_iter=a.iters, batch_size=a.batch,
-              lr=a.lr, lr_threshold=a.lrb, grad_clip=a.clip, inactive_grad="kkt" if a.kkt else "zero",
-              affinity="symmetric", normalize=False, eval_every=a.every,
-              random_state=seed if a.init_seed is None else a.init_seed,
-              teacher="ensc" if a.teacher else None, teacher_weight=a.tw)
+    m = table1_senet(a.width, seed if a.init_seed is None else a.init_seed, n_iter=a.iters, batch_size=a.batch,
+                     lr=a.lr, lr_threshold=a.lrb, grad_clip=a.clip, inactive_grad="kkt" if a.kkt else "zero",
+                     eval_every=a.every, teacher="ensc" if a.teacher else None, teacher_weight=a.tw)
     t0 = time.perf_counter()
     m.fit(X, y, eval_set=(Xte, yte))
     secs = time.perf_counter() - t0
