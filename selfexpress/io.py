@@ -12,7 +12,7 @@ import numpy as np
 
 FORMAT_VERSION = 1
 
-__all__ = ["atomic_file", "atomic_write_bytes", "atomic_write_json", "atomic_save_npy", "save_model_file", "load_model_file", "FORMAT_VERSION"]
+__all__ = ["atomic_file", "atomic_write_bytes", "atomic_write_json", "atomic_save_npy", "save_model_file", "load_model_file", "read_model_kind", "FORMAT_VERSION"]
 
 
 @contextmanager
@@ -148,6 +148,17 @@ def _check_safetensors_header(data: bytes, wpath):
     if pos != body:
         raise ValueError(f"{bad}: {body - pos} trailing bytes after the last tensor")
     return header
+
+
+def read_model_kind(path):
+    """The ``kind`` recorded in a model file's JSON (``"senet"``, ``"feature-transform"``, ...), or None when the
+    file is missing or unreadable (:func:`load_model_file` then reports the problem)."""
+    try:
+        meta = json.loads(_base_path(path).with_suffix(".json").read_bytes().decode("utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return None
+    kind = meta.get("kind") if isinstance(meta, dict) else None
+    return kind if isinstance(kind, str) else None
 
 
 def load_model_file(path, kind: str):

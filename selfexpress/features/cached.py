@@ -135,10 +135,7 @@ def _features(parts, label, n_components, normalize, center, cache_dir, verbose,
     _say(f"PCA of {label}: {n} x {dim} -> {n_components} (center={bool(center)})", verbose)
     t0 = time.perf_counter()
     model = PCAUncentred(n_components=n_components, center=bool(center)).fit(S_parts)
-    Z = model.transform(S_parts)
-    if normalize:
-        norms = np.linalg.norm(Z, axis=1, keepdims=True)
-        Z /= np.where(norms > 0, norms, 1.0)
+    Z = _project(model, S_parts, normalize)
     sec = time.perf_counter() - t0
     timings["pca"] = round(sec, 3)
     _say(f"PCA {label}: {sec:.1f} s", verbose)
@@ -153,6 +150,43 @@ def _features(parts, label, n_components, normalize, center, cache_dir, verbose,
                            "timings": timings})
         atomic_save_npy(base.with_name(base.name + ".npy"), Z)  # last: its presence marks a complete entry
     return Z, (model if return_model else None), timings
+
+
+def _project(model, S_parts, normalize):
+    """Features of scattering rows: the PCA projection (float32), then unit rows. One code path for the
+    training features and for every later transform, so both are bit-identical for the same images."""
+    Z = model.transform(S_parts)
+    if normalize:
+        norms = np.linalg.norm(Z, axis=1, keepdims=True)
+        Z /= np.where(norms > 0, norms, 1.0)
+    return Z
+
+
+def _transform_parts(parts, components, mean, normalize, cache_dir, verbose, J, L, batch_size, shape, resize):
+    """Features of images ``parts`` ([(label, images)]) on a fitted basis; returns ``(Z, timings)``.
+
+    The scattering goes through the same on-disk cache as :func:`_features` (by image hash)."""
+    if cache_dir is False:
+        cache_dir = None
+    elif cache_dir is None:
+        cache_dir = default_cache_dir()
+    timings = {}
+    params = {"J": int(J), "L": int(L), "shape": [int(s) for s in shape], "resize": resize,
+              "normalize_maps": True, "batch_size": int(batch_size)}
+    key_params = {k: v for k, v in params.items() if k != "batch_size"}
+    S_parts = []
+    for plabel, im in parts:
+        h = image_hash(im)
+        k = _key({"kind": "scattering", "images_sha256": h, "n": int(np.asarray(im).shape[0]), **key_params,
+                  "feature_version": FEATURE_VERSION})
+        S, _ = _cached_scattering(im, plabel, cache_dir, params, key_params, k, h, verbose, timings)
+        S_parts.append(S)
+    t0 = time.perf_counter()
+    model = PCAUncentred(n_components=components.shape[0], center=mean is not None)
+    model.components_, model.mean_, model.n_features_in_ = components, mean, components.shape[1]
+    Z = _project(model, S_parts, normalize)
+    timings["projection"] = round(time.perf_counter() - t0, 3)
+    return Z, timings
 
 
 def _cached_scattering(images, label, cache_dir, params, key_params, key, img_hash, verbose, timings):
@@ -234,27 +268,41 @@ _SPLIT_SUFFIX = re.compile(r"-(full|train|test)$")
 
 
 def dataset_features(name, data_dir=None, n_components=500, cache_dir=None, verbose=True, *, center=None,
-                     normalize=True, download=False, return_timings=False):
+                     normalize=True, download=False, return_timings=False, resize="bilinear", basis=None,
+                     return_transform=False):
     """``(X, labels)``: scattering + PCA features of a named image dataset (see ``load_dataset``).
 
     The scattering is computed (and cached) once per official split, so ``mnist-train``,
-    ``mnist-test`` and ``mnist-full`` share it; the PCA is fitted on (and cached for) the requested
-    combination.  ``center`` defaults to ``True`` for EMNIST datasets (SENet's setting) and
-    ``False`` otherwise.  With ``return_timings`` returns ``(X, labels, timings)`` (seconds per stage;
-    ``scattering_load:*`` / ``features_load`` mark cache hits).
+    ``mnist-test`` and ``mnist-full`` share it. The PCA basis is fitted on the requested dataset, or,
+    with ``basis`` (a fitted :class:`~selfexpress.features.ScatteringPCA`, e.g. fitted on a training
+    split or taken from a model), the images are projected on that basis: use this for every split that
+    a model trained elsewhere will see, so that training and test features share one basis.
+    ``center`` defaults to ``True`` for EMNIST datasets (SENet's setting) and ``False`` otherwise.
+    ``return_timings`` adds the seconds per stage (``scattering_load:*`` / ``features_load`` mark cache
+    hits); ``return_transform`` adds the fitted (or given) transform: ``(X, labels[, timings][, transform])``.
     """
     from ..data.datasets import load_dataset
+    from .transform import ScatteringPCA
 
     ds = load_dataset(name, data_dir=data_dir, download=download, verbose=verbose)
     if ds.images is None or ds.images.ndim != 3:
         raise ValueError(f"dataset {name!r} is not grey-scale images (shape "
                          f"{None if ds.images is None else ds.images.shape}); scattering features need (n, H, W) "
                          "grey-scale images. Use its raw data (load_dataset(...).data) instead")
-    if center is None:
-        center = name.startswith("emnist")
     base = _SPLIT_SUFFIX.sub("", name)
     parts = [(f"{base}-{part}" if part in ("train", "test") else name, ds.images[a:b])
              for part, (a, b) in ds.splits.items()]
-    Z, _, timings = _features(parts, name, n_components, normalize, center, cache_dir, verbose, 3, 8, 1000,
-                              (32, 32), "bilinear", False)
-    return (Z, ds.labels, timings) if return_timings else (Z, ds.labels)
+    if basis is not None:
+        Z, timings = _transform_parts(parts, basis.components_, basis.mean_, bool(basis.normalize), cache_dir,
+                                      verbose, int(basis.J), int(basis.L), int(basis.batch_size),
+                                      tuple(basis.shape), basis.resize)
+        ft = basis
+    else:
+        if center is None:
+            center = name.startswith("emnist")
+        ft = ScatteringPCA(n_components=n_components, center=center, normalize=normalize, resize=resize,
+                           cache_dir=cache_dir, verbose=verbose)
+        Z = ft._fit_transform_parts(parts, name)
+        timings = ft.timings_
+    out = (Z, ds.labels) + ((timings,) if return_timings else ()) + ((ft,) if return_transform else ())
+    return out

@@ -74,7 +74,8 @@ def prepare_images(images, shape=(32, 32), resize="bilinear"):
     import torch.nn.functional as F
 
     arr = _check_images(images)
-    t = torch.from_numpy(np.ascontiguousarray(arr))
+    arr = np.ascontiguousarray(arr)
+    t = torch.from_numpy(arr if arr.flags.writeable else arr.copy())  # a memory map is read-only
     if tuple(arr.shape[1:]) != tuple(shape):
         if resize == "bilinear":
             x = t[:, None]

@@ -5,7 +5,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["config_params", "check_network_tensors", "state_dict_digest", "data_fingerprint"]
+__all__ = ["config_params", "check_network_tensors", "state_dict_digest", "data_fingerprint",
+           "pack_feature_transform", "unpack_feature_transform", "apply_feature_transform"]
+
+#: prefix of the feature transform's arrays inside a model's safetensors file
+FEATURE_PREFIX = "features."
 
 
 def config_params(estimator, weights_params=()):
@@ -69,3 +73,63 @@ def state_dict_digest(state):
         h.update(k.encode())
         h.update(state[k].detach().cpu().numpy().tobytes())
     return h.hexdigest()
+
+
+def pack_feature_transform(estimator, tensors, config):
+    """Add the estimator's fitted ``feature_transform_`` (if any) to a model file's ``tensors`` and ``config``.
+
+    Its arrays are stored under ``features.*`` and its settings and fingerprint under ``config["feature_transform"]``,
+    so the model labels raw images in the basis it was trained in."""
+    ft = getattr(estimator, "feature_transform_", None)
+    if ft is None:
+        return
+    t, c = ft.to_state()
+    tensors.update({FEATURE_PREFIX + k: torch.as_tensor(np.ascontiguousarray(v)) for k, v in t.items()})
+    config["feature_transform"] = c
+
+
+def unpack_feature_transform(tensors, config, source="the model file"):
+    """Remove the ``features.*`` tensors from a loaded model file's ``tensors`` and rebuild the transform.
+
+    Returns a fitted :class:`~selfexpress.features.ScatteringPCA` or None (a model fitted on feature vectors
+    given directly). A tampered transform (wrong shape, NaN, fingerprint mismatch) raises ``ValueError``.
+    """
+    own = {k[len(FEATURE_PREFIX):]: tensors.pop(k) for k in [k for k in tensors if k.startswith(FEATURE_PREFIX)]}
+    state = config.get("feature_transform")
+    if state is None:
+        if own:
+            raise ValueError(f"{source} holds feature-transform arrays {sorted(own)} but no transform settings")
+        return None
+    from ..features.transform import ScatteringPCA
+
+    return ScatteringPCA.from_state(own, state, source=source)
+
+
+def apply_feature_transform(estimator, X):
+    """``X`` as the estimator's input features.
+
+    A model with a ``feature_transform_`` takes raw images of the size it was trained on (mapped into its
+    training basis) or feature vectors (``n_components`` columns; the caller vouches for their basis: the CLI
+    checks the fingerprint a features file carries). A model without one gets ``X`` unchanged; if ``X`` looks
+    like raw pixels while the model expects far fewer features, the error says how to make features.
+    """
+    ft = getattr(estimator, "feature_transform_", None)
+    shape = np.shape(X)
+    if ft is not None:
+        if ft.accepts_images(X):
+            return ft.transform(X)
+        if len(shape) == 2 and shape[1] == int(ft.n_components):
+            return X
+        H, W = ft.image_shape_
+        raise ValueError(f"X has shape {tuple(shape)}, but {type(estimator).__name__} takes {H}x{W} images "
+                         f"(mapped by its stored feature transform) or {ft.n_components} features made in its basis "
+                         "(`selfexpress features --basis-from MODEL`)")
+    n_in = getattr(estimator, "n_features_in_", None)
+    n_cols = shape[1] if len(shape) == 2 else (int(np.prod(shape[1:])) if len(shape) > 2 else None)
+    if n_in is not None and n_cols is not None and n_cols != n_in:
+        raise ValueError(f"X has {n_cols} features (shape {tuple(shape)}), but {type(estimator).__name__} is expecting "
+                         f"{n_in} features as input and holds no feature transform to map raw images. Make the "
+                         "features in the model's training basis: `selfexpress features --basis-from FEATURES.npy` "
+                         "(the features file it was trained on), or in Python set model.feature_transform_ to the "
+                         "fitted ScatteringPCA that made its training features")
+    return X
