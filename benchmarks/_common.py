@@ -82,3 +82,19 @@ def write_result(name: str, record: dict) -> Path:
     atomic_write_json(path, record)
     print(f"wrote {path}")
     return path
+
+
+def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
+    """The machine's fp32 matmul speed now (GFLOP/s, best of ``repeats`` n x n products with torch's threads).
+
+    Recorded beside every timing so that a figure measured on a loaded or slower machine can be compared."""
+    import torch
+
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t0)
+    return round(2 * n ** 3 / best / 1e9, 1)
