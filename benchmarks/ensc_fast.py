@@ -1,0 +1,158 @@
+"""EnSC's fast default at full scale (issue 26): ``algorithm="restricted"`` on scattering features.
+
+For each dataset, in a fresh process (so that the peak RSS is that run's alone):
+
+- features: scattering (J=3, L=8) + per-map max normalisation + uncentred PCA-500 + unit rows, from
+  ``selfexpress.features.dataset_features`` with the default on-disk cache; ``--resize bilinear`` (the SENet
+  reference's 28 -> 32 resize, the library default) or ``--resize pad`` (zero padding); ``--cold`` computes them
+  in a fresh temporary cache and times them (end-to-end figure);
+- ``ElasticNetSubspaceClustering(algorithm="restricted", support_size=K, gamma=200, tau=0.9, gamma_nz=True)``:
+  exact top-K supports (one symmetric matmul sweep), exact restricted elastic nets, then the graph of
+  ``--affinity`` and spectral clustering (15 eigenvectors, k-means n_init=20); every other affinity of
+  ``--also`` on the same coefficients;
+- ACC / NMI (geometric) / ARI, seconds per stage, peak RSS, and the machine's fp32 matmul GFLOP/s measured in the
+  same process before and after the run (``matmul_gflops``; the product seconds x GFLOP/s is the portable figure).
+
+Records: ``benchmarks/results/ensc_fast_<dataset>_<resize>_k<K>[_cold].json``. Targets (issue 26): MNIST-full ACC
+>= 0.975 in <= 150 s after features, Fashion-MNIST-full >= 0.65, peak RSS <= 4 GB; MNIST-test end to end <= 120 s
+at ACC >= 0.97. senet.txt Table 3 (EnSC): MNIST-full 0.980, Fashion-MNIST-full 0.672.
+
+Run: ``python benchmarks/ensc_fast.py --datasets mnist-full,fashion-mnist-full --resize pad --support-size 50``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+from _common import DATA_DIR, REPO, Stages, matmul_gflops, peak_rss_mb, write_result  # noqa: E402
+
+GAMMA, TAU, N_COMPONENTS, N_INIT = 200.0, 0.9, 15, 20
+PAPER = {"mnist-full": {"acc": 0.980, "nmi": 0.945, "ari": 0.957}, "fashion-mnist-full": {"acc": 0.672}}
+
+
+def _feature_compute_seconds(name, resize):
+    """Seconds the cached features took to compute (scattering per split + PCA), from the cache's JSON record."""
+    from selfexpress.features.cached import default_cache_dir
+
+    for meta in sorted((default_cache_dir() / "pca").glob(f"{name}.*.json")):
+        try:
+            d = json.loads(meta.read_text())
+        except (OSError, ValueError):
+            continue
+        if d.get("scattering_params", {}).get("resize") == resize and d.get("n_components") == 500:
+            return {k: float(v) for k, v in d.get("timings", {}).items()}
+    return None
+
+
+def run_dataset(name, K, resize, affinity, also, cold, seed=0):
+    import torch
+
+    from selfexpress.cluster import spectral_clustering
+    from selfexpress.features import dataset_features
+    from selfexpress.graph import affinity_from_coef
+    from selfexpress.metrics import evaluate
+    from selfexpress.models.ensc import ElasticNetSubspaceClustering
+
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    gflops_before = matmul_gflops()
+    st = Stages()
+    tmp = tempfile.TemporaryDirectory(prefix="ensc_fast_cache_") if cold else None
+    with st("features"):
+        X, y, ftimes = dataset_features(name, data_dir=str(DATA_DIR), verbose=False, return_timings=True,
+                                        resize=resize, cache_dir=tmp.name if tmp else None)
+    y = np.asarray(y)
+    n_clusters = len(np.unique(y))
+    est = ElasticNetSubspaceClustering(n_clusters, gamma=GAMMA, tau=TAU, gamma_nz=True, algorithm="restricted",
+                                       support_size=K, affinity=affinity, n_components=N_COMPONENTS, n_init=N_INIT,
+                                       random_state=seed, verbose=True)
+    with st("fit"):
+        est.fit(X)
+    m = evaluate(y, est.labels_)
+    t = est.timings_
+    info = est.solver_info_
+    rec = {
+        "dataset": name, "n_samples": int(X.shape[0]), "n_features": int(X.shape[1]), "n_clusters": n_clusters,
+        "method": "EnSC restricted (selfexpress ElasticNetSubspaceClustering algorithm='restricted')",
+        "features": {"resize": resize, "scattering": "J=3 L=8, per-map max normalisation", "pca": "uncentred 500",
+                     "unit_rows": True, "cold": bool(cold),
+                     "timings": {k: round(float(v), 3) for k, v in (ftimes or {}).items()}},
+        "params": {"gamma": GAMMA, "tau": TAU, "gamma_nz": True, "support_size": K, "affinity": affinity,
+                   "n_components": N_COMPONENTS, "n_init": N_INIT, "random_state": seed,
+                   "block_size": est.block_size},
+        "algorithm": est.algorithm_, "guarantee": est.guarantee_, "certified_fraction": est.certified_fraction_,
+        "acc": m["acc"], "nmi": m["nmi"], "ari": m["ari"], "nmi_average": m.get("nmi_average", "geometric"),
+        "paper": PAPER.get(name),
+        "times": {"features": st.times["features"], "support_search": info["times"].get("support_search"),
+                  "solve": info["times"].get("solve"), "coef": round(t["coef"], 3), "graph": round(t["graph"], 3),
+                  "spectral": round(t["spectral"], 3)},
+        "seconds_after_features": round(t["coef"] + t["graph"] + t["spectral"], 3),
+        "search": {k: info.get(k) for k in ("candidates_merged", "rows_reranked", "rows_full_float64",
+                                            "products_float64")},
+        "n_inexact": info.get("n_inexact"), "nnz_per_row": round(est.coef_.nnz / X.shape[0], 2),
+        "other_affinities": {},
+    }
+    if not cold:
+        rec["features"]["compute_seconds_when_cached"] = _feature_compute_seconds(name, resize)
+    if cold:
+        rec["seconds_end_to_end"] = round(st.times["features"] + rec["seconds_after_features"], 3)
+    for aff in also:
+        if aff == affinity:
+            continue
+        t0 = time.perf_counter()
+        A = affinity_from_coef(est.coef_, method=aff, n_neighbors=3)
+        lab = spectral_clustering(A, n_clusters, n_components=N_COMPONENTS, n_init=N_INIT, random_state=seed)
+        mo = evaluate(y, lab)
+        rec["other_affinities"][aff] = {"acc": mo["acc"], "nmi": mo["nmi"], "ari": mo["ari"],
+                                        "graph_and_spectral_seconds": round(time.perf_counter() - t0, 3)}
+    gflops_after = matmul_gflops()
+    rec["matmul_gflops"] = {"before": gflops_before, "after": gflops_after,
+                            "mean": round((gflops_before + gflops_after) / 2, 1)}
+    N, D = X.shape
+    search_gflop = N * (N + 2048) / 2 * D * 2 / 1e9  # the symmetric sweep's products
+    rec["search_gflop"] = round(search_gflop, 1)
+    if rec["times"]["support_search"]:
+        rec["search_achieved_gflops"] = round(search_gflop / rec["times"]["support_search"], 1)
+    rec["gflop_equivalents_after_features"] = round(rec["seconds_after_features"] * rec["matmul_gflops"]["mean"], 1)
+    rec["peak_rss_mb"] = round(peak_rss_mb(), 1)
+    print(f"[{name} {resize} K={K}] ACC {m['acc']:.4f} NMI {m['nmi']:.4f} ARI {m['ari']:.4f}; "
+          f"{rec['seconds_after_features']} s after features {rec['times']}; other {rec['other_affinities']}; "
+          f"peak RSS {rec['peak_rss_mb']} MiB; matmul {rec['matmul_gflops']} GFLOP/s", flush=True)
+    if tmp is not None:
+        tmp.cleanup()
+    write_result(f"ensc_fast_{name}_{resize}_k{K}" + ("_cold" if cold else ""), rec)
+    return rec
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--datasets", default="mnist-full,fashion-mnist-full")
+    ap.add_argument("--support-size", default="50", help="comma-separated K values")
+    ap.add_argument("--resize", default="bilinear", choices=("bilinear", "pad"))
+    ap.add_argument("--affinity", default="symmetric", choices=("symmetric", "knn"))
+    ap.add_argument("--also", default="knn", help="other affinities evaluated on the same coefficients")
+    ap.add_argument("--cold", action="store_true", help="compute the features in a fresh cache (end to end)")
+    ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    also = [a for a in args.also.split(",") if a]
+    if args.child:
+        name, K = args.child.split(":")
+        run_dataset(name, int(K), args.resize, args.affinity, also, args.cold)
+        return
+    for name in [d for d in args.datasets.split(",") if d]:
+        for K in [int(k) for k in args.support_size.split(",")]:
+            t0 = time.perf_counter()
+            cmd = [sys.executable, __file__, "--child", f"{name}:{K}", "--resize", args.resize,
+                   "--affinity", args.affinity, "--also", args.also] + (["--cold"] if args.cold else [])
+            rc = subprocess.call(cmd, cwd=REPO)
+            print(f"{name} K={K}: exit {rc} after {time.perf_counter() - t0:.1f} s", flush=True)
+
+
+if __name__ == "__main__":
+    main()
