@@ -132,29 +132,51 @@ def test_small_problem_whole_dictionary_support():
     assert on.max() < 1e-9 and off.max() <= 1 + 1e-3
 
 
+def _exact_supports(X, K):
+    """Each row's K atoms of largest float64 |<x_j, x_i>| (j != i), ties to the lower index (stable sort)."""
+    X64 = X.astype(np.float64)
+    corr = np.abs(X64 @ X64.T)
+    np.fill_diagonal(corr, -np.inf)
+    return np.argsort(-corr, axis=1, kind="stable")[:, :K]
+
+
+def _restricted_kkt(X, C, alpha, supports, tau=TAU):
+    """Largest violations of the restricted problems' optimality conditions, relative to alpha * tau:
+    (outside: max |c| off the support, on: stationarity over non-zeros, off: max |<x_j, r>| over support zeros)."""
+    X64 = X.astype(np.float64)
+    Cd = C.toarray()
+    outside, on_w, off_w = 0.0, 0.0, 0.0
+    for i in range(X.shape[0]):
+        supp = supports[i]
+        mask = np.ones(X.shape[0], dtype=bool)
+        mask[supp] = False
+        outside = max(outside, np.abs(Cd[i, mask]).max(initial=0.0))
+        c = Cd[i, supp]
+        g = X64[supp] @ (X64[i] - Cd[i] @ X64)
+        at = alpha[i] * tau
+        on_w = max(on_w, (np.abs(g - alpha[i] * (tau * np.sign(c) + (1 - tau) * c))[c != 0] / at).max(initial=0.0))
+        off_w = max(off_w, (np.abs(g[c == 0]) / at).max(initial=0.0))
+    return outside, on_w, off_w
+
+
 def test_max_rounds_zero_solves_restricted_problems_exactly():
     """max_rounds=0: no oracle, nothing certified; each row is the exact elastic net on its support_size most
     correlated atoms (checked against the KKT conditions of that restricted problem), and with a support that
-    covers the whole dictionary it is the full solution."""
+    covers the whole dictionary it is the full solution.
+
+    The support is defined exactly (float64 ranking of |<x_j, x_i>|, ties to the lower index): it used to come
+    from a bfloat16 matmul on CPUs with native bfloat16, whose top-K differed from this one on near-ties
+    (0.377994 vs 0.378039), which made this test fail on those machines."""
     X, _ = _data(n_per=40, seed=8)  # 200 points
     K = 30
     C, info = elastic_net_coef(X, gamma=GAMMA, tau=TAU, support_size=K, max_rounds=0, return_info=True)
     assert info["certified_fraction"] == 0.0 and info["n_uncertified"] == X.shape[0]
+    assert info["algorithm"] == "restricted" and info["guarantee"] == "restricted"
     alpha = enet_alpha(X, GAMMA, TAU)
-    X64 = X.astype(np.float64)
-    corr = np.abs(X64 @ X64.T)
-    np.fill_diagonal(corr, -1.0)
-    Cd = C.toarray()
-    worst_off = 0.0
-    for i in range(0, X.shape[0], 7):
-        supp = np.argsort(-corr[i])[:K]
-        assert set(np.flatnonzero(Cd[i])) <= set(supp)
-        g = X64[supp] @ (X64[i] - Cd[i] @ X64)
-        c = Cd[i, supp]
-        on = np.abs(g - alpha[i] * (TAU * np.sign(c) + (1 - TAU) * c))[c != 0]
-        assert on.max() < 1e-8 * alpha[i]
-        worst_off = max(worst_off, np.abs(g[c == 0]).max(initial=0) / (alpha[i] * TAU))
-    assert worst_off <= 1 + 1e-3
+    outside, on, off = _restricted_kkt(X, C, alpha, _exact_supports(X, K))
+    assert outside == 0.0
+    assert on < 1e-8
+    assert off <= 1 + 1e-3 / 4 + 1e-9
     # and the restricted problems are not the full ones here: some row violates on the whole dictionary
     assert _kkt(X, C, alpha, TAU)[1].max() > 1 + 1e-3
     full = elastic_net_coef(X, gamma=GAMMA, tau=TAU, tol=1e-6)
@@ -238,3 +260,147 @@ def test_bad_input_raises():
         ElasticNetSubspaceClustering(n_clusters=3).fit(X)
     with pytest.raises(ValueError):
         ElasticNetSubspaceClustering(n_clusters=3).fit(np.ones(5))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the fast default: algorithm="restricted"
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("block_size", [7, 64, 2048])
+def test_top_correlated_is_the_exact_top_k(block_size):
+    """Exact K-sets (float64 ranking, ties to the lower index) whatever the panel size, also with exact ties
+    (duplicated points) and a maximum computed in float64."""
+    from selfexpress.models._ensc_fast import top_correlated
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((300, 12)).astype(np.float32)
+    X[::5] = X[1]  # many exact ties
+    X[7] = -X[1]  # |<.,.>| ties of opposite sign
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    for K in (1, 9, 40, 299):
+        idx, info = top_correlated(X, K, block_size=block_size, return_info=True)
+        ref = _exact_supports(X, K)
+        for i in range(X.shape[0]):
+            assert set(idx[i].tolist()) == set(ref[i].tolist()), (K, i)
+        X64 = X.astype(np.float64)
+        corr = np.abs(X64 @ X64.T)
+        np.fill_diagonal(corr, -1.0)
+        np.testing.assert_allclose(info["max_abs_product"].numpy(), corr.max(1), rtol=0, atol=1e-15)
+
+
+def test_top_correlated_near_ties_are_resolved_in_float64():
+    """Values closer than float32's error bound: the float32 ranking is re-checked exactly."""
+    from selfexpress.models._ensc_fast import top_correlated
+
+    rng = np.random.default_rng(1)
+    base = rng.standard_normal(20)
+    X = base + 1e-7 * rng.standard_normal((120, 20))  # all correlations within ~1e-7 of each other
+    X = (X / np.linalg.norm(X, axis=1, keepdims=True)).astype(np.float32)
+    idx, info = top_correlated(X, 10, block_size=32, return_info=True)
+    assert info["rows_reranked"] > 0
+    ref = _exact_supports(X, 10)
+    for i in range(X.shape[0]):
+        assert set(idx[i].tolist()) == set(ref[i].tolist())
+
+
+def test_top_correlated_bad_k():
+    from selfexpress.models._ensc_fast import top_correlated
+
+    X = np.eye(5, dtype=np.float32)
+    for k in (0, 5):
+        with pytest.raises(ValueError, match="k must be"):
+            top_correlated(X, k)
+
+
+@pytest.mark.parametrize("gamma_nz", [True, False])
+def test_restricted_satisfies_restricted_optimality(gamma_nz):
+    """algorithm="restricted": zero outside each point's exact top-K support, and the KKT conditions of the
+    restricted elastic net hold (non-zeros to float64 rounding, zeros within alpha tau (1 + tol / 4))."""
+    X, _ = _data(n_per=60, seed=13)  # 300 points
+    K = 25
+    C, info = elastic_net_coef(X, gamma=GAMMA, tau=TAU, gamma_nz=gamma_nz, algorithm="restricted",
+                               support_size=K, tol=1e-3, block_size=64, return_info=True)
+    assert info["n_inexact"] == 0 and info["guarantee"] == "restricted"
+    assert sp.isspmatrix_csr(C) and np.all(C.diagonal() == 0)
+    alpha = enet_alpha(X, GAMMA, TAU, gamma_nz)
+    outside, on, off = _restricted_kkt(X, C, alpha, _exact_supports(X, K))
+    assert outside == 0.0
+    assert on < 1e-8
+    assert off <= 1 + 1e-3 / 4 + 1e-9
+    # and it is a different problem from the full one: some row violates on the whole dictionary
+    assert _kkt(X, C, alpha, TAU)[1].max() > 1 + 1e-3
+
+
+def test_restricted_equals_certified_when_support_covers_the_dictionary():
+    X, _ = _data(n_per=30, seed=14)  # 150 points
+    full = elastic_net_coef(X, gamma=GAMMA, tau=TAU, tol=1e-9, algorithm="active_set")
+    whole, info = elastic_net_coef(X, gamma=GAMMA, tau=TAU, tol=1e-9, algorithm="restricted",
+                                   support_size=X.shape[0] - 1, return_info=True)
+    assert info["support_size"] == X.shape[0] - 1
+    assert abs(full - whole).max() <= 1e-9 * abs(full).max()
+    assert ((full != 0) != (whole != 0)).nnz == 0
+    on, off = _kkt(X, whole, enet_alpha(X, GAMMA, TAU), TAU)  # certified on the full dictionary too
+    assert on.max() < 1e-9 and off.max() <= 1 + 1e-9
+
+
+def test_restricted_closed_form_single_atom():
+    """K = 1: c = soft(b, alpha tau) / (||x_j||^2 + alpha (1 - tau)) on the most correlated atom (closed form)."""
+    X, _ = _data(n_per=20, seed=15)
+    C = elastic_net_coef(X, gamma=GAMMA, tau=TAU, algorithm="restricted", support_size=1)
+    X64 = X.astype(np.float64)
+    alpha = enet_alpha(X, GAMMA, TAU)
+    supp = _exact_supports(X, 1)[:, 0]
+    for i in range(X.shape[0]):
+        j = supp[i]
+        b = X64[j] @ X64[i]
+        c = np.sign(b) * max(abs(b) - alpha[i] * TAU, 0.0) / (X64[j] @ X64[j] + alpha[i] * (1 - TAU))
+        assert C[i, j] == pytest.approx(c, rel=1e-12, abs=1e-15)
+        assert C[i].nnz == (c != 0)
+
+
+def test_restricted_deterministic_and_block_size_invariant():
+    X, _ = _data(n_per=50, seed=16)
+    a = elastic_net_coef(X, gamma=GAMMA, tau=TAU, algorithm="restricted", support_size=20, block_size=33)
+    b = elastic_net_coef(X, gamma=GAMMA, tau=TAU, algorithm="restricted", support_size=20, block_size=33)
+    c = elastic_net_coef(X, gamma=GAMMA, tau=TAU, algorithm="restricted", support_size=20, block_size=4096)
+    assert abs(a - b).max() == 0
+    assert abs(a - c).max() <= 1e-12 * abs(a).max()
+
+
+def test_auto_algorithm_and_reported_guarantee(monkeypatch):
+    from selfexpress.models import ensc
+
+    X, y, _ = make_union_of_subspaces(3, 3, 10, 60, random_state=0)
+    est = ElasticNetSubspaceClustering(3, gamma=GAMMA, random_state=0).fit(X)
+    assert est.algorithm_ == "active_set" and est.guarantee_ == "certified" and est.support_size_ == 100
+    assert est.certified_fraction_ == 1.0
+    monkeypatch.setattr(ensc, "_AUTO_RESTRICTED_ABOVE", 100)
+    est = ElasticNetSubspaceClustering(3, gamma=GAMMA, random_state=0).fit(X)
+    assert est.algorithm_ == "restricted" and est.guarantee_ == "restricted"
+    assert est.support_size_ == 50 and est.certified_fraction_ == 0.0 and est.n_uncertified_ == X.shape[0]
+    from selfexpress.metrics import clustering_accuracy
+
+    assert clustering_accuracy(y, est.labels_) == 1.0
+    est = ElasticNetSubspaceClustering(3, gamma=GAMMA, algorithm="active_set", max_rounds=0).fit(X)
+    assert est.algorithm_ == "restricted"
+
+
+def test_parameters_after_n_clusters_are_keyword_only():
+    with pytest.raises(TypeError):
+        ElasticNetSubspaceClustering(3, 50.0)
+    assert ElasticNetSubspaceClustering(3).n_clusters == 3
+
+
+@pytest.mark.parametrize("kw", [dict(algorithm="restricted", support_size=0), dict(algorithm="fast"),
+                                dict(algorithm="restricted", block_size=0), dict(algorithm="restricted", gamma=1.0)])
+def test_bad_restricted_parameters_raise(kw):
+    X, _ = _data(n_per=10, seed=17)
+    with pytest.raises(ValueError):
+        ElasticNetSubspaceClustering(3, **kw).fit(X)
+
+
+def test_elastic_net_coef_rejects_unknown_algorithm():
+    X, _ = _data(n_per=10, seed=18)
+    with pytest.raises(ValueError, match="algorithm"):
+        elastic_net_coef(X, algorithm="lars")
