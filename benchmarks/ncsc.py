@@ -69,9 +69,9 @@ def _fmt(m):
 
 
 def _params(a):
-    return dict(batch_size=a.batch_size, batch_size_ae=a.batch_size_ae, lr=a.lr, u=a.u, lambda1=a.lambda1,
-                lambda_balance=a.lambda_balance, balance=a.balance, random_state=a.seed, verbose=True,
-                architecture="linear" if a.features == "scattering" else "auto")
+    return dict(n_clusters=10, batch_size=a.batch_size, batch_size_ae=a.batch_size_ae, lr=a.lr, u=a.u,
+                lambda1=a.lambda1, lambda_balance=a.lambda_balance, balance=a.balance, random_state=a.seed,
+                verbose=True, architecture="linear" if a.features == "scattering" else "auto")
 
 
 def _step_seconds(model, X, n_steps=3):
@@ -190,7 +190,8 @@ def part_small(a, method):
     if method == "dscnet":
         from selfexpress.models.dscnet import DSCNet
 
-        model = DSCNet(pretrained_autoencoder=ae, random_state=a.seed, n_neighbors=min(300, a.n // 10), verbose=True)
+        model = DSCNet(n_clusters=10, pretrained_autoencoder=ae, random_state=a.seed, n_neighbors=min(300, a.n // 10),
+                       verbose=True)
     else:
         from selfexpress.models.ncsc import NCSC
 

@@ -31,10 +31,31 @@ def _tuple_of_ints(text):
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
+class _MethodChoices:
+    """``--method`` choices read from the registry (:func:`selfexpress.models.registry`) when first needed, so that
+    building the parser (``selfexpress datasets``, ``--help`` of other commands) does not import torch."""
+
+    def _names(self):
+        from .pipeline import method_names
+
+        return method_names()
+
+    def __contains__(self, item):
+        return item in self._names()
+
+    def __iter__(self):
+        return iter(self._names())
+
+
+DESCRIPTION = ("Scalable subspace clustering with self-expression: SENet, EnSC, SSC-OMP, NCSC, SSCN, DSC-Net and "
+               "the energy-based LDRSC (`selfexpress cluster --help` lists the --method names), plus k-means and "
+               "spectral baselines.")
+
+
 def build_parser():
     p = argparse.ArgumentParser(
         prog="selfexpress",
-        description="Scalable subspace clustering with learned self-expression (SENet, EnSC, SSC-OMP).",
+        description=DESCRIPTION,
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
@@ -51,13 +72,14 @@ def build_parser():
     src.add_argument("--data-dir", type=Path, help="folder with the dataset files (e.g. ../shared/data)")
     src.add_argument("--cache-dir", type=Path, help="feature cache folder")
     m = c.add_argument_group("method")
-    m.add_argument("--method", default="senet", choices=["senet", "ensc", "ssc-omp", "sscn", "dscnet", "energy", "ncsc",
-                                                               "kmeans", "spectral"])
+    m.add_argument("--method", default="senet", choices=_MethodChoices(), metavar="METHOD",
+                   help="senet (default), ensc, ssc-omp, ncsc, sscn, dscnet, energy, or the baselines kmeans, "
+                        "spectral; a parameter the method does not take is refused before the run")
     m.add_argument("--features", choices=["auto", "pixels", "scattering"], default="auto",
                    help="input of an image dataset: auto (default) = the method's own (pixels for sscn, dscnet, "
                         "energy, ncsc; scattering + PCA features for the others); scattering with --method ncsc runs "
                         "NCSC's feature variant (identity encoder, MLP classifier)")
-    m.add_argument("--n-clusters", type=int, help="number of clusters (default: from the labels)")
+    m.add_argument("--n-clusters", type=int, help="number of clusters, at least 2 (default: from the labels)")
     m.add_argument("--gamma", type=float, help="weight of the reconstruction term (EnSC, SENet)")
     m.add_argument("--tau", type=float, help="EnSC l1/l2 trade-off in [0, 1]")
     m.add_argument("--lmbd", type=float, help="SENet l1/l2 trade-off in [0, 1]")
@@ -78,8 +100,12 @@ def build_parser():
     m.add_argument("--random-state", type=int, default=0)
     out = c.add_argument_group("output")
     out.add_argument("--output", type=Path, help="folder for labels.npy and metrics.json")
-    out.add_argument("--save-model", type=Path, help="save the fitted model (SENet) to this path")
-    out.add_argument("--plot", action="store_true", help="also write figures (|C| sorted by cluster, curves)")
+    out.add_argument("--save-model", type=Path,
+                     help="save the fitted model to this path (<path>.safetensors + <path>.json) for `predict`; "
+                          "methods with a model file: senet, ncsc, sscn, energy (checked before the run)")
+    out.add_argument("--plot", action="store_true",
+                     help="also write coefficients.png (|C| sorted by cluster) into --output (default: here); "
+                          "methods with a coefficient matrix C only (it says so when it writes nothing)")
     out.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
     pr = sub.add_parser("predict", help="label new points with a saved SENet, SSCN or NCSC model")
@@ -109,6 +135,10 @@ def _cmd_cluster(args):
     }
     # Launched by torchrun (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT set): join the gloo process group, so SENet
     # (distributed="auto") trains data-parallel; every rank runs the same command, only rank 0 prints and writes.
+    if args.n_clusters is not None and args.n_clusters < 2:  # 0 is not "absent": refuse it before the run
+        raise ValueError(f"n_clusters must be at least 2, got {args.n_clusters}")
+    if args.save_model:  # refuse before the (possibly long) run, not after it
+        _check_can_save(args.method)
     is_main = not distributed.init_from_env() or distributed.is_main_process()
     t0 = time.perf_counter()
     try:
@@ -135,8 +165,6 @@ def _cmd_cluster(args):
             "timings": res.timings, "n_samples": int(len(res.labels))})
         print(f"wrote {args.output / 'labels.npy'} and {args.output / 'metrics.json'}")
     if args.save_model:
-        if not hasattr(res.estimator, "save"):
-            raise ValueError(f"method {args.method!r} has no model file to save")
         res.estimator.save(args.save_model)
         print(f"saved model to {args.save_model}")
     if args.plot:
@@ -144,10 +172,22 @@ def _cmd_cluster(args):
 
         folder = args.output or Path(".")
         est = res.estimator
-        if hasattr(est, "coef_"):
+        if getattr(est, "coef_", None) is not None:
             path = plot_coefficients(est.coef_, est.labels_, folder / "coefficients.png")
             print(f"wrote {path}")
+        else:
+            print(f"--plot: method {args.method!r} has no coefficient matrix C (coef_) to draw; no figure written")
     return 0
+
+
+def _check_can_save(method):
+    from .models import method_info
+    from .pipeline import BASELINES, method_names
+
+    if method in BASELINES or method not in method_names() or method_info(method)["model_kind"] is None:
+        savable = [m for m in method_names() if m not in BASELINES and method_info(m)["model_kind"] is not None]
+        raise ValueError(f"--save-model: method {method!r} has no model file (its labels are the result); methods "
+                         f"that save one: {', '.join(savable)}")
 
 
 def _cmd_predict(args):
@@ -175,8 +215,8 @@ def _cmd_predict(args):
 
 
 def _load_model(path):
-    """Load a saved model, choosing the class from the kind recorded in its JSON (SENet or SSCN)."""
-    from .models.senet import SENet
+    """Load a saved model, choosing the class from the kind recorded in its JSON (the registry's model-file kinds)."""
+    from .models import get_method, method_for_model_kind
 
     kind = None
     try:
@@ -185,19 +225,9 @@ def _load_model(path):
         kind = json.loads(meta.read_text("utf-8")).get("kind")
     except (OSError, ValueError, AttributeError, RecursionError):
         pass  # the loader below reports missing or malformed files (deeply nested JSON included)
-    if kind == "energy-ssc":
-        from .models.energy import EnergySubspaceClustering
-
-        return EnergySubspaceClustering.load(path)
-    if kind == "sscn":
-        from .models.sscn import SSCN
-
-        return SSCN.load(path)
-    if kind == "ncsc":
-        from .models.ncsc import NCSC
-
-        return NCSC.load(path)
-    return SENet.load(path)
+    cls = method_for_model_kind(kind) if isinstance(kind, str) else None
+    # unknown or missing kind: SENet's loader reports what is wrong with the file
+    return (cls or get_method("senet")).load(path)
 
 
 def _cmd_datasets(_args):

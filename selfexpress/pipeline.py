@@ -10,65 +10,51 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["METHODS", "PRESETS", "RAW_INPUT_METHODS", "make_estimator", "load_input", "run", "RunResult"]
+__all__ = ["METHODS", "PRESETS", "RAW_INPUT_METHODS", "BASELINES", "method_names", "make_estimator", "load_input",
+           "run", "RunResult"]
 
-#: method name -> (module, class name)
-METHODS = {
-    "senet": ("selfexpress.models.senet", "SENet"),
-    "ensc": ("selfexpress.models.ensc", "ElasticNetSubspaceClustering"),
-    "ssc-omp": ("selfexpress.models.ssc_omp", "SSCOMP"),
-    "energy": ("selfexpress.models.energy", "EnergySubspaceClustering"),
-    "sscn": ("selfexpress.models.sscn", "SSCN"),
-    "dscnet": ("selfexpress.models.dscnet", "DSCNet"),
-    "ncsc": ("selfexpress.models.ncsc", "NCSC"),
-    "kmeans": (None, "kmeans"),
-    "spectral": (None, "spectral"),
-}
+#: methods that are not estimators of :mod:`selfexpress.models` but baselines run here (:class:`_SimpleBaseline`)
+BASELINES = ("kmeans", "spectral")
 
-#: (method, dataset family) -> default parameters, from the papers / reference code.
-PRESETS = {
-    ("ensc", "synthetic"): dict(gamma=50.0, tau=0.9),
-    ("ensc", "image"): dict(gamma=200.0, tau=0.9, gamma_nz=True, n_components=15, affinity="knn"),  # 0.980 vs 0.83 (symmetric) on MNIST-full
-    ("ssc-omp", "synthetic"): dict(n_nonzero=6),
-    ("ssc-omp", "image"): dict(n_nonzero=5, thr=1e-5, n_components=15, affinity="symmetric"),
-    ("senet", "synthetic"): dict(gamma=50.0, lmbd=0.9, n_iter=500, hidden_sizes=(128, 128, 128), embed_dim=128, lr_threshold=0.03,
-                                 affinity="symmetric"),
-    # CPU preset (issue 12): narrow nets, a sampled training set, the EnSC teacher; the paper's own settings
-    # are PAPER_PRESETS["senet"].
-    ("senet", "image"): dict(gamma=200.0, lmbd=0.9, n_components=15, affinity="symmetric", n_train=5000,
-                             n_iter=2500, hidden_sizes=(256, 256, 256), embed_dim=256, lr_threshold=0.03,
-                             teacher="ensc", n_nonzero=100),
-}
+# METHODS, PRESETS, RAW_INPUT_METHODS and PAPER_PRESETS are views derived from the registry
+# (:func:`selfexpress.models.registry`: every estimator class declares its name, input kind, model-file kind and
+# presets); they are built on first access (importing the model modules) and then kept, so they stay mutable dicts.
+_DERIVED = ("METHODS", "PRESETS", "RAW_INPUT_METHODS", "PAPER_PRESETS")
 
-# SSCN / DSC-Net: raw pixels in [0, 1] through their own conv auto-encoder (the reference's MNIST settings are
-# the estimators' defaults); vector data goes through the identity ("linear") variant.
-PRESETS.update({
-    ("sscn", "image"): dict(architecture="conv", image_shape=(28, 28)),
-    ("sscn", "synthetic"): dict(max_cluster_dim=6, n_epochs=100, batch_size=200, batch_size_clf=200, n_neighbors=30),
-    ("dscnet", "image"): dict(architecture="conv", image_shape=(28, 28)),
-    ("dscnet", "synthetic"): dict(max_cluster_dim=6, n_neighbors=30),
-    # NCSC CPU schedule (benchmarks/ncsc.py; the paper's is the estimator's default: 60 AE epochs, batch 5,000)
-    ("ncsc", "image"): dict(architecture="conv", image_shape=(28, 28), n_epochs_ae=3, batch_size=1000, lr=3e-3,
-                            n_epochs=5),
-    ("ncsc", "synthetic"): dict(batch_size=500, n_epochs=50, classifier_channels=(64, 64), u=0.5, lambda1=10.0),
-    # NCSC on an image dataset's scattering + PCA features (``features="scattering"``): identity encoder, MLP
-    # classifier, the KL-to-uniform balance (benchmarks/ncsc.py --features scattering; README figures).
-    ("ncsc", "image-features"): dict(architecture="linear", batch_size=2000, lr=3e-3, u=0.7, balance="uniform",
-                                     n_epochs=25),
-})
 
-#: methods that read raw pixels in [0, 1] (their own encoder), not scattering + PCA features
-RAW_INPUT_METHODS = {"sscn", "dscnet", "ncsc"}
+def _derive(name):
+    from .models import method_info, registry
 
-# Energy-based SSC (LDRSC): raw pixels through its own contrastive encoder; images only (no vector variant).
-PRESETS[("energy", "image")] = dict(image_shape=(28, 28))
-RAW_INPUT_METHODS.add("energy")
+    infos = {m: method_info(m) for m in registry()}
+    if name == "METHODS":  # method name -> (module, class name)
+        value = {m: (i["cls"].__module__, i["cls"].__name__) for m, i in infos.items()}
+        value.update({b: (None, b) for b in BASELINES})
+    elif name == "PRESETS":  # (method, dataset family) -> default parameters, from the papers / reference code
+        value = {(m, fam): dict(p) for m, i in infos.items() for fam, p in i["presets"].items()}
+    elif name == "RAW_INPUT_METHODS":  # methods that read raw pixels in [0, 1] (their own encoder)
+        value = {m for m, i in infos.items() if i["input_kind"] == "pixels"}
+    else:  # the papers' own settings (GPU scale), where a class declares them
+        value = {m: dict(i["paper_preset"]) for m, i in infos.items() if i["paper_preset"]}
+    globals()[name] = value
+    return value
 
-#: senet.txt / reference-code settings (GPU scale: 100k iterations of 3 x 1024 nets).
-PAPER_PRESETS = {
-    "senet": dict(gamma=200.0, lmbd=0.9, n_components=15, affinity="knn", hidden_sizes=(1024, 1024, 1024),
-                  embed_dim=1024, n_iter=100_000, batch_size=100, lr=1e-3, grad_clip=1e-3, n_nonzero=1000),
-}
+
+def __getattr__(name):
+    if name in _DERIVED:
+        return _derive(name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _view(name):
+    """A derived view (:data:`METHODS`, ...) from inside this module (module ``__getattr__`` only serves outsiders)."""
+    return globals()[name] if name in globals() else _derive(name)
+
+
+def method_names():
+    """Every ``method=`` name: the registered estimators, then the baselines."""
+    from .models import registry
+
+    return [*registry(), *BASELINES]
 
 
 def dataset_family(name):
@@ -87,11 +73,12 @@ def wants_raw_input(method, features="auto"):
     """
     if features not in FEATURE_KINDS:
         raise ValueError(f"features must be one of {FEATURE_KINDS}, got {features!r}")
+    raw_methods = _view("RAW_INPUT_METHODS")
     if features == "auto":
-        return method in RAW_INPUT_METHODS
-    if features == "pixels" and method not in RAW_INPUT_METHODS:
+        return method in raw_methods
+    if features == "pixels" and method not in raw_methods:
         raise ValueError(f"method {method!r} clusters feature vectors; features='pixels' is for "
-                         f"{sorted(RAW_INPUT_METHODS)}")
+                         f"{sorted(raw_methods)}")
     return features == "pixels"
 
 
@@ -161,8 +148,8 @@ def load_input(dataset="synthetic", input_path=None, labels_path=None, data_dir=
 def _preset_family(method, dataset, features):
     """The PRESETS key's second half: the dataset family, or "image-features" for a pixel method on features."""
     family = dataset_family(dataset)
-    if family == "image" and method in RAW_INPUT_METHODS and not wants_raw_input(method, features):
-        if (method, "image-features") not in PRESETS:
+    if family == "image" and method in _view("RAW_INPUT_METHODS") and not wants_raw_input(method, features):
+        if (method, "image-features") not in _view("PRESETS"):
             raise ValueError(f"method {method!r} has no variant for scattering features; use features='pixels'")
         family = "image-features"
     return family
@@ -175,33 +162,33 @@ def make_estimator(method, n_clusters, dataset="synthetic", random_state=0, verb
     ``features``: see :func:`wants_raw_input`; a pixel method given an image dataset's features gets the
     ``(method, "image-features")`` preset where there is one.
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose one of {sorted(METHODS)}")
-    params = dict(PRESETS.get((method, _preset_family(method, dataset, features)), {}))
+    if method not in _view("METHODS"):
+        raise ValueError(f"unknown method {method!r}; choose one of {method_names()}")
+    params = dict(_view("PRESETS").get((method, _preset_family(method, dataset, features)), {}))
     params.update({k: v for k, v in overrides.items() if v is not None})
-    module, cls = METHODS[method]
-    if module is None:
+    if method in BASELINES:
         return _SimpleBaseline(method, n_clusters, random_state, params), params
-    import importlib
+    from .models import get_method
 
-    est_cls = getattr(importlib.import_module(module), cls)
-    accepted = est_cls().get_params() if _no_required_args(est_cls) else None
-    if accepted is not None:
-        unknown = sorted(set(params) - set(accepted))
-        if unknown:
-            raise ValueError(f"method {method!r} does not take parameter(s) {unknown}")
+    est_cls = get_method(method)
+    check_method_params(method, params)
     base = dict(n_clusters=n_clusters, random_state=random_state)
-    if accepted is None or "verbose" in accepted:
+    if "verbose" in est_cls().get_params():
         base["verbose"] = verbose
     return est_cls(**base, **params), params
 
 
-def _no_required_args(cls):
-    import inspect
+def check_method_params(method, params):
+    """Refuse parameters that ``method`` does not take, naming the method and the parameters it takes."""
+    if method in BASELINES:
+        return
+    from .models import get_method
 
-    sig = inspect.signature(cls.__init__)
-    return all(p.default is not inspect.Parameter.empty for n, p in sig.parameters.items()
-               if n != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD))
+    accepted = get_method(method)().get_params()
+    unknown = sorted(set(params) - set(accepted))
+    if unknown:
+        shown = ", ".join(sorted(set(accepted) - {"n_clusters", "random_state", "verbose"}))
+        raise ValueError(f"method {method!r} does not take {', '.join(unknown)}; its parameters are: {shown}")
 
 
 class _SimpleBaseline:
@@ -244,14 +231,15 @@ def run(dataset="synthetic", method="senet", n_clusters=None, input_path=None, l
     """
     from .metrics import evaluate
 
-    if method in METHODS:  # bad method / features combinations fail before the (possibly long) feature stage
+    if method in _view("METHODS"):  # bad method / features / parameters fail before the (long) feature stage
         _preset_family(method, dataset if input_path is None else "file:", features)
+        check_method_params(method, {k: v for k, v in params.items() if v is not None})
     timings = {}
     t0 = time.perf_counter()
     X, y, k_hint = load_input(dataset, input_path, labels_path, data_dir, cache_dir,
                               random_state=random_state, verbose=verbose, raw=wants_raw_input(method, features))
     timings["load+features"] = time.perf_counter() - t0
-    n_clusters = n_clusters or k_hint
+    n_clusters = k_hint if n_clusters is None else n_clusters
     if n_clusters is None:
         raise ValueError("n_clusters is required when the input has no labels")
     est, used = make_estimator(method, n_clusters, dataset if input_path is None else "file:", random_state,

@@ -46,7 +46,9 @@ def test_scalar_checks():
         check_positive(1.5, "k", integer=True)
     with pytest.raises(ValueError):
         check_fraction(1.5, "tau")
-    assert check_random_state_int(None) == 0
+    fresh = {check_random_state_int(None) for _ in range(4)}  # None is fresh randomness, as scikit-learn
+    assert len(fresh) == 4 and all(0 <= s < 2**32 for s in fresh)
+    assert check_random_state_int(7) == 7
     assert check_random_state_int(np.random.RandomState(0)) == check_random_state_int(np.random.RandomState(0))
     with pytest.raises(ValueError):
         check_random_state_int("seed")

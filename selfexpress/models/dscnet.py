@@ -28,7 +28,7 @@ from sklearn.base import BaseEstimator, ClusterMixin
 from torch import nn
 
 from .._memory import check_allocation
-from .._validation import check_n_clusters, check_positive, check_random_state_int
+from .._validation import check_n_clusters, check_positive, check_random_state_int, fit_seed
 from ._autoencoder import pretrain_autoencoder, reconstruction_loss
 from .sscn import SSCN
 
@@ -79,7 +79,16 @@ class DSCNet(ClusterMixin, BaseEstimator):
     history_, timings_, n_features_in_, pretrained_autoencoder_
     """
 
-    def __init__(self, n_clusters=10, max_cluster_dim=9, architecture="auto", image_shape=(28, 28),
+    # registry (selfexpress.models.registry): raw pixels through its own conv auto-encoder; no model file
+    _method_name = "dscnet"
+    _input_kind = "pixels"
+    _model_kind = None
+    _presets = {
+        "image": dict(architecture="conv", image_shape=(28, 28)),
+        "synthetic": dict(max_cluster_dim=6, n_neighbors=30),
+    }
+
+    def __init__(self, n_clusters=8, *, max_cluster_dim=9, architecture="auto", image_shape=(28, 28),
                  kernel_sizes=(5, 3, 3), channels=(10, 20, 30), stride=2, paddings=(2, 1, 1),
                  lambda_reconst=1.0, lambda_reg=1.0, lambda_ssc=1.0, n_epochs_ae=100, batch_size_ae=10000,
                  lr_ae=1e-3, n_epochs=30, lr=1e-3, noise_threshold=0.1, noise_alpha=8.0, postprocess="sparse",
@@ -160,7 +169,7 @@ class DSCNet(ClusterMixin, BaseEstimator):
         arch = view._resolve_architecture(D)
         for nbytes, what, hint in self._memory_estimate(n, D, arch):
             check_allocation(int(nbytes), what, hint, device=self.device)
-        seed = check_random_state_int(self.random_state)
+        seed = fit_seed(self, new=True)  # the one seed of this fit
         self.n_features_in_ = D
         self.architecture_ = arch
         self.timings_, self.history_ = {}, {}

@@ -53,7 +53,7 @@ from torch import nn
 
 from .._memory import check_allocation
 from .._validation import (check_data, check_is_fitted, check_n_clusters, check_n_features, check_positive,
-                           check_random_state_int)
+                           check_random_state_int, fit_seed)
 from ..data.augment import Augment
 
 __all__ = ["EnergySubspaceClustering", "EnergyModule", "EnergyNet", "InnerProductEnergy", "SmallConvNet", "ResNet",
@@ -339,7 +339,7 @@ class EnergySubspaceClustering(ClusterMixin, BaseEstimator):
 
     Parameters
     ----------
-    n_clusters : int, default 10
+    n_clusters : int, default 8
     image_shape : (H, W) or (C, H, W), default (28, 28)
         Shape of one image; ``X`` may be (n, H, W), (n, C, H, W) or flattened (n, C*H*W), pixels in [0, 1].
     backbone : {"small", "resnet18", "resnet50"}, default "small"
@@ -410,7 +410,13 @@ class EnergySubspaceClustering(ClusterMixin, BaseEstimator):
     timings_ : dict, seconds per stage
     """
 
-    def __init__(self, n_clusters=10, image_shape=(28, 28), backbone="small", width=16, proj_hidden=256,
+    # registry (selfexpress.models.registry): raw pixels through its own contrastive encoder; images only
+    _method_name = "energy"
+    _input_kind = "pixels"
+    _model_kind = MODEL_KIND
+    _presets = {"image": dict(image_shape=(28, 28))}
+
+    def __init__(self, n_clusters=8, *, image_shape=(28, 28), backbone="small", width=16, proj_hidden=256,
                  embed_dim=64, energy_hidden=(32, 32), coefficients="energy", contrastive="infonce", beta=1.0,
                  lambda1=10.0, lambda2=1.0, temperature=0.2, momentum=0.99, n_epochs_pretrain=50, n_epochs=5,
                  batch_size=128, lr=1e-3, lr_joint=3e-4, lr_energy=1e-3, weight_decay=1e-4, n_dictionary=1024,
@@ -539,7 +545,7 @@ class EnergySubspaceClustering(ClusterMixin, BaseEstimator):
     def _build(self, n_samples):
         from ..train import seeded
 
-        with seeded(check_random_state_int(self.random_state)):
+        with seeded(fit_seed(self)):
             module = EnergyModule(self._shape()[0], n_samples, self.backbone, int(self.width), int(self.proj_hidden),
                                   int(self.embed_dim), tuple(int(h) for h in self.energy_hidden), self.coefficients,
                                   self.contrastive, float(self.temperature))
@@ -665,7 +671,7 @@ class EnergySubspaceClustering(ClusterMixin, BaseEstimator):
         check_allocation(int(self._memory_estimate(n) + 8 * X.nbytes), "energy-based SSC training and inference",
                          f"lower batch_size (now {self.batch_size}), n_dictionary (now {self.n_dictionary}) or "
                          f"block_size (now {self.block_size})", device=self.device)
-        seed = check_random_state_int(self.random_state)
+        seed = fit_seed(self, new=True)  # the one seed of this fit
         self.n_features_in_ = X.shape[1]
         self.timings_, self.history_ = {}, {}
         module = self._build(n)

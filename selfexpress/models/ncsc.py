@@ -64,7 +64,7 @@ from torch import nn
 
 from .._memory import check_allocation
 from .._validation import (check_fraction, check_is_fitted, check_n_clusters, check_n_features, check_positive,
-                           check_random_state_int)
+                           check_random_state_int, fit_seed)
 from ._autoencoder import load_or_pretrain, reconstruction_loss
 from ._files import check_network_tensors, config_params, data_fingerprint, state_dict_digest
 from .sscn import SSCN
@@ -262,7 +262,7 @@ class NCSC(ClusterMixin, BaseEstimator):
 
     Parameters
     ----------
-    n_clusters : int, default 10
+    n_clusters : int, default 8
     architecture : {"auto", "conv", "linear"}, default "auto"
         "conv": the conv auto-encoder on images of ``image_shape``; "linear": identity encoder / decoder on the
         raw feature vectors (no reconstruction term, no pretraining), MLP classifier; "auto": "conv" when the
@@ -335,7 +335,21 @@ class NCSC(ClusterMixin, BaseEstimator):
     timings_ : dict, seconds per stage
     """
 
-    def __init__(self, n_clusters=10, architecture="auto", image_shape=(28, 28), kernel_sizes=(5, 3, 3),
+    # registry (selfexpress.models.registry)
+    _method_name = "ncsc"
+    _input_kind = "pixels"
+    _model_kind = MODEL_KIND
+    _presets = {
+        # CPU schedule (benchmarks/ncsc.py; the paper's is the default: 60 AE epochs, batch 5,000)
+        "image": dict(architecture="conv", image_shape=(28, 28), n_epochs_ae=3, batch_size=1000, lr=3e-3, n_epochs=5),
+        "synthetic": dict(batch_size=500, n_epochs=50, classifier_channels=(64, 64), u=0.5, lambda1=10.0),
+        # an image dataset's scattering + PCA features (features="scattering"): identity encoder, MLP classifier,
+        # the KL-to-uniform balance (benchmarks/ncsc.py --features scattering; README figures)
+        "image-features": dict(architecture="linear", batch_size=2000, lr=3e-3, u=0.7, balance="uniform",
+                               n_epochs=25),
+    }
+
+    def __init__(self, n_clusters=8, *, architecture="auto", image_shape=(28, 28), kernel_sizes=(5, 3, 3),
                  channels=(10, 20, 30), stride=2, paddings=(2, 1, 1), classifier_channels=(64, 64, 64),
                  lambda1=1.0, lambda_cl=1.0, alpha=1.0, beta=1.0, balance="entropy", lambda_balance=1.0,
                  normalize_latent=True, u=0.7,
@@ -415,7 +429,7 @@ class NCSC(ClusterMixin, BaseEstimator):
     def _build(self, n_features, arch):
         from ..train import seeded
 
-        with seeded(check_random_state_int(self.random_state)):
+        with seeded(fit_seed(self)):
             ae = self._sscn_view()._autoencoder(n_features, arch)
             module = NCSCModule(ae, int(self.n_clusters), tuple(int(c) for c in self.classifier_channels))
         return module.to(self.device)
@@ -470,7 +484,7 @@ class NCSC(ClusterMixin, BaseEstimator):
         arch = view._resolve_architecture(D)
         for nbytes, what, hint in self._memory_estimate(n, D, arch):
             check_allocation(int(nbytes + 4 * n * D), what, hint, device=self.device)
-        seed = check_random_state_int(self.random_state)
+        seed = fit_seed(self, new=True)  # the one seed of this fit
         self.n_features_in_ = D
         self.architecture_ = arch
         self.timings_, self.history_ = {}, {}

@@ -40,7 +40,7 @@ from torch import nn
 
 from .._memory import check_allocation
 from .._validation import (check_data, check_fraction, check_is_fitted, check_n_clusters, check_n_features,
-                           check_positive, check_random_state_int)
+                           check_positive, check_random_state_int, fit_seed)
 from .base import SelfExpressiveClustering, normalize_rows
 
 __all__ = ["SENet", "SENetModule", "senet_loss_sgd", "senet_backward_two_pass", "senet_loss_distill",
@@ -233,7 +233,7 @@ class SENet(SelfExpressiveClustering):
 
     Parameters
     ----------
-    n_clusters : int
+    n_clusters : int, default 8
     hidden_sizes : tuple of int, default (1024, 1024, 1024)
         Hidden widths of the query and key MLPs (each its own weights).
     embed_dim : int, default 1024
@@ -320,7 +320,23 @@ class SENet(SelfExpressiveClustering):
         "L_rec", "L_reg", [test_* ...]}}``; ``rec``/``reg``/``loss`` are per-point batch means.
     """
 
-    def __init__(self, n_clusters, hidden_sizes=(1024, 1024, 1024), embed_dim=1024, gamma=200.0, lmbd=0.9,
+    # registry (selfexpress.models.registry): the CLI / pipeline name, input kind, model-file kind, presets
+    _method_name = "senet"
+    _input_kind = "features"
+    _model_kind = MODEL_KIND
+    _presets = {
+        "synthetic": dict(gamma=50.0, lmbd=0.9, n_iter=500, hidden_sizes=(128, 128, 128), embed_dim=128,
+                          lr_threshold=0.03, affinity="symmetric"),
+        # CPU preset (issue 12): narrow nets, a sampled training set, the EnSC teacher; the paper's own settings
+        # are _paper_preset.
+        "image": dict(gamma=200.0, lmbd=0.9, n_components=15, affinity="symmetric", n_train=5000, n_iter=2500,
+                      hidden_sizes=(256, 256, 256), embed_dim=256, lr_threshold=0.03, teacher="ensc", n_nonzero=100),
+    }
+    #: senet.txt / reference-code settings (GPU scale: 100k iterations of 3 x 1024 nets)
+    _paper_preset = dict(gamma=200.0, lmbd=0.9, n_components=15, affinity="knn", hidden_sizes=(1024, 1024, 1024),
+                         embed_dim=1024, n_iter=100_000, batch_size=100, lr=1e-3, grad_clip=1e-3, n_nonzero=1000)
+
+    def __init__(self, n_clusters=8, *, hidden_sizes=(1024, 1024, 1024), embed_dim=1024, gamma=200.0, lmbd=0.9,
                  n_iter=5000, batch_size=100, block_size=1000, algorithm="sgd", lr=1e-3, lr_threshold=None,
                  grad_clip=0.001, n_neighbors=3, affinity="knn", n_components=None, n_init=20, n_nonzero=1000,
                  normalize=True, n_train=None, teacher=None, teacher_weight=3000.0, n_sampled_atoms=1000,
@@ -420,7 +436,7 @@ class SENet(SelfExpressiveClustering):
         from ..train import seeded
 
         hs = self._check_params()
-        with seeded(check_random_state_int(self.random_state)):
+        with seeded(fit_seed(self)):
             module = SENetModule(in_dim, hs, int(self.embed_dim))
         return module.to(self.device)
 
@@ -499,7 +515,7 @@ class SENet(SelfExpressiveClustering):
         from ..train import Trainer
 
         hs = self._check_params()
-        seed = check_random_state_int(self.random_state)
+        seed = fit_seed(self)
         n = X.shape[0]
         y = getattr(self, "_fit_y", None)
         train_idx = None
@@ -590,7 +606,7 @@ class SENet(SelfExpressiveClustering):
             C = self._coefficients(Xa, Xa, exclude_self=True)
             A = affinity_from_coef(C, method=self.affinity, n_neighbors=self.n_neighbors)
             lab = spectral_clustering(A, self.n_clusters, n_components=self.n_components, n_init=self.n_init,
-                                      random_state=check_random_state_int(self.random_state))
+                                      random_state=fit_seed(self))
             obj = self.objective(Xa, Xa, _normalized=True)
             return {f"{prefix}acc": clustering_accuracy(ya, lab), f"{prefix}sre": subspace_preserving_error(C, ya),
                     f"{prefix}conn": connectivity(C, ya), **{f"{prefix}{k}": v for k, v in obj.items()}}
@@ -747,7 +763,7 @@ class SENet(SelfExpressiveClustering):
             nn_ = min(self.n_neighbors, Xn.shape[0] - 1)
             A = affinity_from_coef(C, method=self.affinity, n_neighbors=nn_)
             return spectral_clustering(A, self.n_clusters, n_components=self.n_components, n_init=self.n_init,
-                                       random_state=check_random_state_int(self.random_state))
+                                       random_state=fit_seed(self))
         labels = self.dictionary_labels_
         K = int(labels.max()) + 1
         if rule == "knn":

@@ -99,7 +99,7 @@ class SSCOMP(SelfExpressiveClustering):
 
     Parameters
     ----------
-    n_clusters : int
+    n_clusters : int, default 8
     n_nonzero : int, the most atoms per point (reference default 10; subspace dimension for synthetic data; 5 for
         MNIST scattering features).
     thr : float, stop a point when ``||r||^2 <= thr * ||x||^2`` (reference default 1e-6; MNIST 1e-5).
@@ -111,7 +111,16 @@ class SSCOMP(SelfExpressiveClustering):
     Fitted attributes: ``coef_``, ``affinity_``, ``labels_``, ``timings_``.
     """
 
-    def __init__(self, n_clusters=8, n_nonzero=10, thr=1e-6, affinity="symmetric", n_neighbors=3, n_components=None,
+    # registry (selfexpress.models.registry)
+    _method_name = "ssc-omp"
+    _input_kind = "features"
+    _model_kind = None
+    _presets = {
+        "synthetic": dict(n_nonzero=6),
+        "image": dict(n_nonzero=5, thr=1e-5, n_components=15, affinity="symmetric"),
+    }
+
+    def __init__(self, n_clusters=8, *, n_nonzero=10, thr=1e-6, affinity="symmetric", n_neighbors=3, n_components=None,
                  n_init=20, normalize=True, random_state=None, block_size=1024, verbose=False, device="cpu"):
         self.n_clusters = n_clusters
         self.n_nonzero = n_nonzero

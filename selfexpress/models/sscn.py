@@ -55,7 +55,7 @@ from torch import nn
 
 from .._memory import check_allocation
 from .._validation import (check_data, check_is_fitted, check_n_clusters, check_n_features, check_positive,
-                           check_random_state_int)
+                           check_random_state_int, fit_seed)
 from ._autoencoder import (ConvAutoEncoder, IdentityAutoEncoder, as_input_shape, check_architecture,
                            conv_output_sizes, pretrain_autoencoder, reconstruction_loss)
 
@@ -212,7 +212,7 @@ class SSCN(ClusterMixin, BaseEstimator):
 
     Parameters
     ----------
-    n_clusters : int, default 10
+    n_clusters : int, default 8
         ``K``.
     max_cluster_dim : int, default 9
         ``d``, the dimension of each coordinate subspace; the embedding has ``K d`` dimensions.
@@ -291,7 +291,17 @@ class SSCN(ClusterMixin, BaseEstimator):
     timings_ : dict, seconds per stage
     """
 
-    def __init__(self, n_clusters=10, max_cluster_dim=9, architecture="auto", image_shape=(28, 28),
+    # registry (selfexpress.models.registry): raw pixels in [0, 1] through its own conv auto-encoder (the
+    # reference's MNIST settings are the defaults); vector data goes through the identity ("linear") variant
+    _method_name = "sscn"
+    _input_kind = "pixels"
+    _model_kind = MODEL_KIND
+    _presets = {
+        "image": dict(architecture="conv", image_shape=(28, 28)),
+        "synthetic": dict(max_cluster_dim=6, n_epochs=100, batch_size=200, batch_size_clf=200, n_neighbors=30),
+    }
+
+    def __init__(self, n_clusters=8, *, max_cluster_dim=9, architecture="auto", image_shape=(28, 28),
                  kernel_sizes=(5, 3, 3), channels=(10, 20, 30), stride=2, paddings=(2, 1, 1),
                  lambda_reconst=1.0, lambda_reg=1.0, lambda_ssc=1.0, n_epochs_ae=100, batch_size_ae=10000,
                  lr_ae=1e-3, n_epochs=30, batch_size=1000, lr=1e-3, n_epochs_clf=30, batch_size_clf=1000,
@@ -403,7 +413,7 @@ class SSCN(ClusterMixin, BaseEstimator):
     def _build(self, n_features, arch):
         from ..train import seeded
 
-        with seeded(check_random_state_int(self.random_state)):
+        with seeded(fit_seed(self)):
             module = SSCNModule(self._autoencoder(n_features, arch), int(self.n_clusters), int(self.max_cluster_dim))
         return module.to(self.device)
 
@@ -490,7 +500,7 @@ class SSCN(ClusterMixin, BaseEstimator):
         arch = self._resolve_architecture(D)
         for nbytes, what, hint in self._memory_estimate(n, D, arch):
             check_allocation(int(nbytes + 4 * n * D), what, hint, device=self.device)
-        seed = check_random_state_int(self.random_state)
+        seed = fit_seed(self, new=True)  # the one seed of this fit
         self.n_features_in_ = D
         self.architecture_ = arch
         self.timings_ = {}
