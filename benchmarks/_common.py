@@ -41,13 +41,44 @@ def machine() -> dict:
     }
 
 
+#: what a record's figures depend on: a change here that is not committed makes the record "-dirty"
+CODE_PATHS = ("selfexpress", "benchmarks", "pyproject.toml", "constraints.txt")
+#: set to 1 to write a record from uncommitted code anyway (the tests of this harness only; such a record says
+#: "-dirty" and benchmarks/index.py flags it)
+ALLOW_DIRTY_ENV = "SELFEXPRESS_BENCH_ALLOW_DIRTY"
+
+
+def uncommitted_paths() -> list:
+    """Paths of the code (:data:`CODE_PATHS`, records under benchmarks/results excepted) that differ from HEAD:
+    modified, staged, deleted or untracked-and-not-ignored."""
+    out = subprocess.check_output(["git", "status", "--porcelain", "--untracked-files=all", "--", *CODE_PATHS],
+                                  cwd=REPO, text=True)
+    paths = [line[3:].split(" -> ")[-1] for line in out.splitlines() if line.strip()]
+    return [p for p in paths if not p.startswith("benchmarks/results/")]
+
+
 def commit() -> str:
+    """``HEAD``'s short hash, with ``-dirty`` when the code differs from it (:func:`uncommitted_paths`)."""
     try:
         sha = subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, text=True).strip()
-        dirty = subprocess.call(["git", "diff", "--quiet", "HEAD"], cwd=REPO) != 0
-        return sha + ("-dirty" if dirty else "")
+        return sha + ("-dirty" if uncommitted_paths() else "")
     except Exception:  # noqa: BLE001 - not a git checkout
         return "unknown"
+
+
+def check_committed():
+    """Refuse to measure uncommitted code: ``RuntimeError`` naming the changed paths (``$SELFEXPRESS_BENCH_ALLOW_DIRTY=1``
+    lets the harness's own tests through). A record must name a commit that reproduces it."""
+    if os.environ.get(ALLOW_DIRTY_ENV) == "1":
+        return
+    try:
+        dirty = uncommitted_paths()
+    except Exception as exc:  # noqa: BLE001 - not a git checkout: no commit to name
+        raise RuntimeError(f"benchmarks must run in a git checkout to name the commit of their record: {exc}") from None
+    if dirty:
+        shown = ", ".join(dirty[:8]) + (f" and {len(dirty) - 8} more" if len(dirty) > 8 else "")
+        raise RuntimeError(f"refusing to write a benchmark record from uncommitted code ({shown}); commit first, or run "
+                           "in a clean worktree (git worktree add --detach DIR HEAD)")
 
 
 class Stages:
@@ -73,7 +104,9 @@ def write_result(name: str, record: dict) -> Path:
     """Write one JSON record to benchmarks/results/<name>.json (atomically) and return its path."""
     from selfexpress.io import atomic_write_json
 
+    check_committed()
     record = dict(record)
+    record.setdefault("script", Path(sys.argv[0]).name if sys.argv and sys.argv[0].endswith(".py") else None)
     record.setdefault("machine", machine())
     record.setdefault("commit", commit())
     record.setdefault("date", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
@@ -81,7 +114,18 @@ def write_result(name: str, record: dict) -> Path:
     path = RESULTS / f"{name}.json"
     atomic_write_json(path, record)
     print(f"wrote {path}")
+    write_index()
     return path
+
+
+def write_index():
+    """Regenerate benchmarks/results/INDEX.md (benchmarks/index.py) so that it lists every record."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_bench_index", REPO / "benchmarks" / "index.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.main([])
 
 
 def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
@@ -98,3 +142,16 @@ def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
         a @ b
         best = min(best, time.perf_counter() - t0)
     return round(2 * n ** 3 / best / 1e9, 1)
+
+
+def _refuse_early():
+    """A benchmark script run from uncommitted code stops before it measures anything, not after."""
+    script = Path(sys.argv[0]).resolve() if sys.argv and sys.argv[0] else None
+    if script is not None and script.parent == REPO / "benchmarks" and script.name not in ("index.py",):
+        try:
+            check_committed()
+        except RuntimeError as exc:
+            sys.exit(f"{script.name}: {exc}")
+
+
+_refuse_early()

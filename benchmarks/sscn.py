@@ -71,7 +71,7 @@ def part_sscn(a):
     st = Stages()
     with st("load"):
         X, y = _load("mnist-test")
-    params = dict(random_state=a.seed, n_epochs_ae=a.n_epochs_ae, batch_size_ae=a.batch_size_ae, n_epochs=a.n_epochs,
+    params = dict(n_clusters=10, random_state=a.seed, n_epochs_ae=a.n_epochs_ae, batch_size_ae=a.batch_size_ae, n_epochs=a.n_epochs,
                   n_epochs_clf=a.n_epochs_clf, n_neighbors=a.n_neighbors, verbose=True)
     model = SSCN(**params)
     with st("fit"):
@@ -186,7 +186,7 @@ def part_dscnet(a):
     X, y = _load("mnist-test")
     X, y = X[:a.dscnet_n], y[:a.dscnet_n]
     ae = load_file(str(WORK / "ae.safetensors"))
-    model = DSCNet(pretrained_autoencoder=ae, random_state=a.seed, n_epochs=a.n_epochs, n_neighbors=a.n_neighbors,
+    model = DSCNet(n_clusters=10, pretrained_autoencoder=ae, random_state=a.seed, n_epochs=a.n_epochs, n_neighbors=a.n_neighbors,
                    verbose=True)
     with st("fit"):
         model.fit(X)

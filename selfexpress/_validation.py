@@ -24,6 +24,7 @@ __all__ = [
     "check_positive",
     "check_fraction",
     "check_random_state_int",
+    "fit_seed",
     "check_is_fitted",
     "check_n_features",
 ]
@@ -185,9 +186,14 @@ def check_fraction(value, name, *, low=0.0, high=1.0):
 
 
 def check_random_state_int(random_state):
-    """Turn ``random_state`` (None, int or numpy Generator/RandomState) into an int seed."""
+    """Turn ``random_state`` (None, int or numpy Generator/RandomState) into an int seed.
+
+    As scikit-learn: an int gives reproducible results, ``None`` fresh randomness (a seed drawn from the operating
+    system's entropy on every call), a numpy generator a seed drawn from it. Estimators call this once at the door
+    of ``fit`` (:func:`fit_seed`) and pass the seed down, so one fit uses one seed throughout.
+    """
     if random_state is None:
-        return 0
+        return int(np.random.SeedSequence().generate_state(1)[0])
     if isinstance(random_state, numbers.Integral):
         return int(random_state) % (2**32)
     if isinstance(random_state, np.random.RandomState):
@@ -195,6 +201,18 @@ def check_random_state_int(random_state):
     if isinstance(random_state, np.random.Generator):
         return int(random_state.integers(0, 2**31 - 1))
     raise ValueError(f"random_state must be None, an int or a numpy random generator, got {random_state!r}")
+
+
+def fit_seed(estimator, *, new=False):
+    """The int seed of ``estimator``'s current (or last) fit, drawn once from its ``random_state``.
+
+    ``new=True`` (at the door of ``fit``) draws it from ``random_state`` and stores it as ``estimator._seed``; later
+    calls in the same fit (building modules, sampling, spectral clustering, ``predict``) return the same seed, so
+    ``random_state=None`` is fresh per fit but consistent within one.
+    """
+    if new or getattr(estimator, "_seed", None) is None:
+        estimator._seed = check_random_state_int(estimator.random_state)
+    return estimator._seed
 
 
 def check_is_fitted(estimator, attribute):

@@ -10,68 +10,56 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["METHODS", "PRESETS", "RAW_INPUT_METHODS", "make_estimator", "load_input", "run", "RunResult"]
+__all__ = ["METHODS", "PRESETS", "RAW_INPUT_METHODS", "BASELINES", "method_names", "make_estimator", "load_input",
+           "run", "RunResult"]
 
-#: method name -> (module, class name)
-METHODS = {
-    "senet": ("selfexpress.models.senet", "SENet"),
-    "ensc": ("selfexpress.models.ensc", "ElasticNetSubspaceClustering"),
-    "ssc-omp": ("selfexpress.models.ssc_omp", "SSCOMP"),
-    "energy": ("selfexpress.models.energy", "EnergySubspaceClustering"),
-    "sscn": ("selfexpress.models.sscn", "SSCN"),
-    "dscnet": ("selfexpress.models.dscnet", "DSCNet"),
-    "ncsc": ("selfexpress.models.ncsc", "NCSC"),
-    "kmeans": (None, "kmeans"),
-    "spectral": (None, "spectral"),
-}
+#: methods that are not estimators of :mod:`selfexpress.models` but baselines run here (:class:`_SimpleBaseline`)
+BASELINES = ("kmeans", "spectral")
 
-#: (method, dataset family) -> default parameters, from the papers / reference code.
-PRESETS = {
-    ("ensc", "synthetic"): dict(gamma=50.0, tau=0.9),
-    ("ensc", "image"): dict(gamma=200.0, tau=0.9, gamma_nz=True, n_components=15, affinity="knn"),  # 0.980 vs 0.83 (symmetric) on MNIST-full
-    ("ssc-omp", "synthetic"): dict(n_nonzero=6),
-    ("ssc-omp", "image"): dict(n_nonzero=5, thr=1e-5, n_components=15, affinity="symmetric"),
-    ("senet", "synthetic"): dict(gamma=50.0, lmbd=0.9, n_iter=500, hidden_sizes=(128, 128, 128), embed_dim=128, lr_threshold=0.03,
-                                 affinity="symmetric"),
-    # CPU preset (issue 12): narrow nets, a sampled training set, the EnSC teacher; the paper's own settings
-    # are PAPER_PRESETS["senet"].
-    ("senet", "image"): dict(gamma=200.0, lmbd=0.9, n_components=15, affinity="symmetric", n_train=5000,
-                             n_iter=2500, hidden_sizes=(256, 256, 256), embed_dim=256, lr_threshold=0.03,
-                             teacher="ensc", n_nonzero=100),
-}
+# METHODS, PRESETS, RAW_INPUT_METHODS and PAPER_PRESETS are views derived from the registry
+# (:func:`selfexpress.models.registry`: every estimator class declares its name, input kind, model-file kind and
+# presets); they are built on first access (importing the model modules) and then kept, so they stay mutable dicts.
+_DERIVED = ("METHODS", "PRESETS", "RAW_INPUT_METHODS", "PAPER_PRESETS")
 
-# SSCN / DSC-Net: raw pixels in [0, 1] through their own conv auto-encoder (the reference's MNIST settings are
-# the estimators' defaults); vector data goes through the identity ("linear") variant.
-PRESETS.update({
-    ("sscn", "image"): dict(architecture="conv", image_shape=(28, 28)),
-    ("sscn", "synthetic"): dict(max_cluster_dim=6, n_epochs=100, batch_size=200, batch_size_clf=200, n_neighbors=30),
-    ("dscnet", "image"): dict(architecture="conv", image_shape=(28, 28)),
-    ("dscnet", "synthetic"): dict(max_cluster_dim=6, n_neighbors=30),
-    # NCSC CPU schedule (benchmarks/ncsc.py; the paper's is the estimator's default: 60 AE epochs, batch 5,000)
-    ("ncsc", "image"): dict(architecture="conv", image_shape=(28, 28), n_epochs_ae=3, batch_size=1000, lr=3e-3,
-                            n_epochs=5),
-    ("ncsc", "synthetic"): dict(batch_size=500, n_epochs=50, classifier_channels=(64, 64), u=0.5, lambda1=10.0),
-    # NCSC on an image dataset's scattering + PCA features (``features="scattering"``): identity encoder, MLP
-    # classifier, the KL-to-uniform balance (benchmarks/ncsc.py --features scattering; README figures).
-    ("ncsc", "image-features"): dict(architecture="linear", batch_size=2000, lr=3e-3, u=0.7, balance="uniform",
-                                     n_epochs=25),
-})
 
-#: methods that read raw pixels in [0, 1] (their own encoder), not scattering + PCA features
-RAW_INPUT_METHODS = {"sscn", "dscnet", "ncsc"}
+def _derive(name):
+    from .models import method_info, registry
 
-# Energy-based SSC (LDRSC): raw pixels through its own contrastive encoder; images only (no vector variant).
-PRESETS[("energy", "image")] = dict(image_shape=(28, 28))
-RAW_INPUT_METHODS.add("energy")
+    infos = {m: method_info(m) for m in registry()}
+    if name == "METHODS":  # method name -> (module, class name)
+        value = {m: (i["cls"].__module__, i["cls"].__name__) for m, i in infos.items()}
+        value.update({b: (None, b) for b in BASELINES})
+    elif name == "PRESETS":  # (method, dataset family) -> default parameters, from the papers / reference code
+        value = {(m, fam): dict(p) for m, i in infos.items() for fam, p in i["presets"].items()}
+    elif name == "RAW_INPUT_METHODS":  # methods that read raw pixels in [0, 1] (their own encoder)
+        value = {m for m, i in infos.items() if i["input_kind"] == "pixels"}
+    else:  # the papers' own settings (GPU scale), where a class declares them
+        value = {m: dict(i["paper_preset"]) for m, i in infos.items() if i["paper_preset"]}
+    globals()[name] = value
+    return value
 
-#: senet.txt / reference-code settings (GPU scale: 100k iterations of 3 x 1024 nets).
-PAPER_PRESETS = {
-    "senet": dict(gamma=200.0, lmbd=0.9, n_components=15, affinity="knn", hidden_sizes=(1024, 1024, 1024),
-                  embed_dim=1024, n_iter=100_000, batch_size=100, lr=1e-3, grad_clip=1e-3, n_nonzero=1000),
-}
+
+def __getattr__(name):
+    if name in _DERIVED:
+        return _derive(name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _view(name):
+    """A derived view (:data:`METHODS`, ...) from inside this module (module ``__getattr__`` only serves outsiders)."""
+    return globals()[name] if name in globals() else _derive(name)
+
+
+def method_names():
+    """Every ``method=`` name: the registered estimators, then the baselines."""
+    from .models import registry
+
+    return [*registry(), *BASELINES]
 
 
 def dataset_family(name):
+    if name == "file:images":  # a user's file of images turned into scattering features
+        return "image"
     return "synthetic" if name in (None, "synthetic", "digits") or name.startswith("file:") else "image"
 
 
@@ -87,11 +75,12 @@ def wants_raw_input(method, features="auto"):
     """
     if features not in FEATURE_KINDS:
         raise ValueError(f"features must be one of {FEATURE_KINDS}, got {features!r}")
+    raw_methods = _view("RAW_INPUT_METHODS")
     if features == "auto":
-        return method in RAW_INPUT_METHODS
-    if features == "pixels" and method not in RAW_INPUT_METHODS:
+        return method in raw_methods
+    if features == "pixels" and method not in raw_methods:
         raise ValueError(f"method {method!r} clusters feature vectors; features='pixels' is for "
-                         f"{sorted(RAW_INPUT_METHODS)}")
+                         f"{sorted(raw_methods)}")
     return features == "pixels"
 
 
@@ -105,7 +94,8 @@ class RunResult:
 
 
 def load_input(dataset="synthetic", input_path=None, labels_path=None, data_dir=None, cache_dir=None,
-               n_components=500, random_state=0, verbose=False, raw=False):
+               n_components=500, random_state=0, verbose=False, raw=False, *, return_transform=False,
+               feature_transform=None, image_features=False, device=None):
     """Return ``(X, y, n_clusters_hint)`` for a built-in dataset name or a user file.
 
     ``dataset``: ``synthetic`` (5 subspaces of dim 6 in R^15, 200 points each, senet.txt §4.1),
@@ -115,24 +105,100 @@ def load_input(dataset="synthetic", input_path=None, labels_path=None, data_dir=
     optionally gives ground truth for the metrics.
     ``raw=True`` (methods in :data:`RAW_INPUT_METHODS`): an image dataset's pixels flattened to
     ``(n, H*W[*C])`` float32 and scaled to [0, 1] (uint8 / 255), instead of features.
-    """
-    if input_path is not None:
-        from .data import load_array, load_idx, load_labels, load_mat
 
-        path = str(input_path)
-        if path.endswith(".mat"):
-            X = load_mat(path)
-        elif "idx" in path.rsplit("/", 1)[-1]:
-            arr = load_idx(path)
-            X = arr.reshape(len(arr), -1)
-        elif path.endswith(".npy"):
-            X = load_array(path, mmap_mode="r")  # memory-mapped: rows are read block by block where possible
-        else:
-            X = load_array(path)
+    Feature bases: the features of an image dataset come from a :class:`~selfexpress.features.ScatteringPCA`
+    fitted on that dataset, or, with ``feature_transform``, from that fitted transform (a model's training
+    basis). ``image_features=True`` treats ``input_path`` as grey-scale images and makes their features the
+    same way. A features file written by ``selfexpress features`` brings its transform (read from its sidecar).
+    ``return_transform=True`` returns ``(X, y, n_clusters_hint, transform_or_None)``. ``device``: where the
+    scattering and the projection run (None: "auto", CUDA when available; see :mod:`selfexpress._device`).
+    """
+    X, y, k, ft = _load_input(dataset, input_path, labels_path, data_dir, cache_dir, n_components, random_state,
+                              verbose, raw, feature_transform, image_features, device)
+    return (X, y, k, ft) if return_transform else (X, y, k)
+
+
+def _read_points(input_path):
+    from .data import load_array, load_idx, load_mat
+
+    path = str(input_path)
+    if path.endswith(".mat"):
+        return load_mat(path)
+    if "idx" in path.rsplit("/", 1)[-1]:
+        arr = load_idx(path)
+        return arr if arr.ndim == 3 else arr.reshape(len(arr), -1)
+    if path.endswith(".npy"):
+        return load_array(path, mmap_mode="r")  # memory-mapped: rows are read block by block where possible
+    return load_array(path)
+
+
+def _load_input(dataset, input_path, labels_path, data_dir, cache_dir, n_components, random_state, verbose, raw,
+                feature_transform, image_features, device=None):
+    if input_path is not None and (image_features or feature_transform is not None):
+        from .data import load_labels
+        from .features import ScatteringPCA
+
+        images = np.asarray(_read_points(input_path))
         y = load_labels(labels_path) if labels_path else None
-        if y is not None and len(y) != len(X):
-            raise ValueError(f"labels file {labels_path} holds {len(y)} labels but {input_path} holds {len(X)} points")
-        return X, y, (len(np.unique(y)) if y is not None else None)
+        if y is not None and len(y) != len(images):
+            raise ValueError(f"labels file {labels_path} holds {len(y)} labels but {input_path} holds {len(images)} "
+                             "images")
+        if feature_transform is not None:
+            if not feature_transform.accepts_images(images):
+                H, W = feature_transform.image_shape_
+                raise ValueError(f"{input_path} holds an array of shape {images.shape}, not {H}x{W} images as the "
+                                 "feature transform expects")
+            ft = feature_transform
+            X = ft.transform(images)
+        else:
+            if images.ndim == 2 and images.shape[1] == 784:
+                images = images.reshape(-1, 28, 28)
+            if images.ndim != 3:
+                raise ValueError(f"{input_path} holds an array of shape {images.shape}; scattering features need "
+                                 "grey-scale images (n, H, W), or (n, 784) rows of 28x28 images")
+            ft = ScatteringPCA(n_components=n_components, cache_dir=cache_dir, verbose=verbose, device=device or "auto")
+            X = ft.fit_transform(images)
+        return X, y, (len(np.unique(y)) if y is not None else None), ft
+    if input_path is not None:
+        X, y, k = _load_points(input_path, labels_path)
+        ft = None
+        from .features import read_features_sidecar
+
+        side = read_features_sidecar(input_path)
+        if side is not None and side.get("transform_file"):
+            from pathlib import Path
+
+            from .features import ScatteringPCA
+
+            tpath = Path(input_path).parent / side["transform_file"]
+            ft = ScatteringPCA.load(tpath, cache_dir=cache_dir, verbose=verbose)
+            if ft.fingerprint_ != side.get("fingerprint"):
+                raise ValueError(f"{tpath} (fingerprint {ft.fingerprint_}) is not the transform that made "
+                                 f"{input_path} (fingerprint {side.get('fingerprint')})")
+        return X, y, k, ft
+    if dataset in ("synthetic", "digits") or raw:
+        X, y, k = _load_builtin(dataset, data_dir, random_state, verbose, raw)
+        return X, y, k, None
+    from .features import dataset_features
+
+    X, y, ft = dataset_features(dataset, data_dir=data_dir, n_components=n_components, cache_dir=cache_dir,
+                                verbose=verbose, basis=feature_transform, return_transform=True, device=device)
+    return X, y, len(np.unique(y)), ft
+
+
+def _load_points(input_path, labels_path):
+    from .data import load_labels
+
+    X = _read_points(input_path)
+    if X.ndim == 3:
+        X = X.reshape(len(X), -1)
+    y = load_labels(labels_path) if labels_path else None
+    if y is not None and len(y) != len(X):
+        raise ValueError(f"labels file {labels_path} holds {len(y)} labels but {input_path} holds {len(X)} points")
+    return X, y, (len(np.unique(y)) if y is not None else None)
+
+
+def _load_builtin(dataset, data_dir, random_state, verbose, raw):
     if dataset == "synthetic":
         from .data import make_union_of_subspaces
 
@@ -151,18 +217,14 @@ def load_input(dataset="synthetic", input_path=None, labels_path=None, data_dir=
         if ds.images is not None and ds.images.dtype == np.uint8:
             X /= 255.0
         return X, ds.labels, ds.n_classes
-    from .features import dataset_features
-
-    X, y = dataset_features(dataset, data_dir=data_dir, n_components=n_components, cache_dir=cache_dir,
-                            verbose=verbose)
-    return X, y, len(np.unique(y))
+    raise ValueError(f"dataset {dataset!r} needs features; this is a bug in selfexpress.pipeline")
 
 
 def _preset_family(method, dataset, features):
     """The PRESETS key's second half: the dataset family, or "image-features" for a pixel method on features."""
     family = dataset_family(dataset)
-    if family == "image" and method in RAW_INPUT_METHODS and not wants_raw_input(method, features):
-        if (method, "image-features") not in PRESETS:
+    if family == "image" and method in _view("RAW_INPUT_METHODS") and not wants_raw_input(method, features):
+        if (method, "image-features") not in _view("PRESETS"):
             raise ValueError(f"method {method!r} has no variant for scattering features; use features='pixels'")
         family = "image-features"
     return family
@@ -175,33 +237,33 @@ def make_estimator(method, n_clusters, dataset="synthetic", random_state=0, verb
     ``features``: see :func:`wants_raw_input`; a pixel method given an image dataset's features gets the
     ``(method, "image-features")`` preset where there is one.
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose one of {sorted(METHODS)}")
-    params = dict(PRESETS.get((method, _preset_family(method, dataset, features)), {}))
+    if method not in _view("METHODS"):
+        raise ValueError(f"unknown method {method!r}; choose one of {method_names()}")
+    params = dict(_view("PRESETS").get((method, _preset_family(method, dataset, features)), {}))
     params.update({k: v for k, v in overrides.items() if v is not None})
-    module, cls = METHODS[method]
-    if module is None:
+    if method in BASELINES:
         return _SimpleBaseline(method, n_clusters, random_state, params), params
-    import importlib
+    from .models import get_method
 
-    est_cls = getattr(importlib.import_module(module), cls)
-    accepted = est_cls().get_params() if _no_required_args(est_cls) else None
-    if accepted is not None:
-        unknown = sorted(set(params) - set(accepted))
-        if unknown:
-            raise ValueError(f"method {method!r} does not take parameter(s) {unknown}")
+    est_cls = get_method(method)
+    check_method_params(method, params)
     base = dict(n_clusters=n_clusters, random_state=random_state)
-    if accepted is None or "verbose" in accepted:
+    if "verbose" in est_cls().get_params():
         base["verbose"] = verbose
     return est_cls(**base, **params), params
 
 
-def _no_required_args(cls):
-    import inspect
+def check_method_params(method, params):
+    """Refuse parameters that ``method`` does not take, naming the method and the parameters it takes."""
+    if method in BASELINES:
+        return
+    from .models import get_method
 
-    sig = inspect.signature(cls.__init__)
-    return all(p.default is not inspect.Parameter.empty for n, p in sig.parameters.items()
-               if n != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD))
+    accepted = get_method(method)().get_params()
+    unknown = sorted(set(params) - set(accepted))
+    if unknown:
+        shown = ", ".join(sorted(set(accepted) - {"n_clusters", "random_state", "verbose"}))
+        raise ValueError(f"method {method!r} does not take {', '.join(unknown)}; its parameters are: {shown}")
 
 
 class _SimpleBaseline:
@@ -244,20 +306,27 @@ def run(dataset="synthetic", method="senet", n_clusters=None, input_path=None, l
     """
     from .metrics import evaluate
 
-    if method in METHODS:  # bad method / features combinations fail before the (possibly long) feature stage
-        _preset_family(method, dataset if input_path is None else "file:", features)
+    # an input file of images with features="scattering" is an image dataset of the user's
+    image_file = input_path is not None and features == "scattering" and method not in _view("RAW_INPUT_METHODS")
+    family_of = dataset if input_path is None else ("file:images" if image_file else "file:")
+    if method in _view("METHODS"):  # bad method / features / parameters fail before the (long) feature stage
+        _preset_family(method, family_of, features)
+        check_method_params(method, {k: v for k, v in params.items() if v is not None})
     timings = {}
     t0 = time.perf_counter()
-    X, y, k_hint = load_input(dataset, input_path, labels_path, data_dir, cache_dir,
-                              random_state=random_state, verbose=verbose, raw=wants_raw_input(method, features))
+    X, y, k_hint, transform = load_input(dataset, input_path, labels_path, data_dir, cache_dir,
+                                         random_state=random_state, verbose=verbose,
+                                         raw=wants_raw_input(method, features), return_transform=True,
+                                         image_features=image_file, device=params.get("device"))
     timings["load+features"] = time.perf_counter() - t0
-    n_clusters = n_clusters or k_hint
+    n_clusters = k_hint if n_clusters is None else n_clusters
     if n_clusters is None:
         raise ValueError("n_clusters is required when the input has no labels")
-    est, used = make_estimator(method, n_clusters, dataset if input_path is None else "file:", random_state,
-                               verbose, features=features, **params)
+    est, used = make_estimator(method, n_clusters, family_of, random_state, verbose, features=features, **params)
     t0 = time.perf_counter()
     est.fit(X)
+    if transform is not None:  # the model keeps its features' basis: predict maps raw images into it
+        est.feature_transform_ = transform
     timings["fit"] = time.perf_counter() - t0
     timings.update({f"fit.{k}": v for k, v in getattr(est, "timings_", {}).items()})
     metrics = {}

@@ -221,7 +221,7 @@ def test_cli_ncsc_on_scattering_features_fits_the_feature_variant_and_predicts_f
     def fake_load_input(dataset, input_path=None, labels_path=None, data_dir=None, cache_dir=None, *a, raw=False,
                         **k):
         asked.append((dataset, raw))
-        return X.astype(np.float32), y, 3
+        return (X.astype(np.float32), y, 3) + ((None,) if k.get("return_transform") else ())
 
     monkeypatch.setattr(pipeline, "load_input", fake_load_input)
     monkeypatch.setitem(pipeline.PRESETS, ("ncsc", "image-features"),

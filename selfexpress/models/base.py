@@ -14,8 +14,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClusterMixin
 
 from .._memory import check_allocation
-from .._validation import (check_data, check_distinct_points, check_n_clusters, check_positive,
-                           check_random_state_int)
+from .._validation import check_data, check_distinct_points, check_n_clusters, check_positive, fit_seed
 
 __all__ = ["SelfExpressiveClustering", "normalize_rows"]
 
@@ -69,6 +68,7 @@ class SelfExpressiveClustering(ClusterMixin, BaseEstimator):
     def _check_common(self, X):
         X = check_data(X, name="X", min_samples=2)
         check_n_clusters(self.n_clusters, X.shape[0])
+        fit_seed(self, new=True)  # the one seed of this fit (random_state=None: fresh)
         if self.affinity not in ("symmetric", "knn"):
             raise ValueError(f"affinity must be 'symmetric' or 'knn', got {self.affinity!r}")
         if self.affinity == "knn":
@@ -78,7 +78,6 @@ class SelfExpressiveClustering(ClusterMixin, BaseEstimator):
         if self.n_components is not None:
             check_positive(self.n_components, "n_components", integer=True)
         check_positive(self.n_init, "n_init", integer=True)
-        check_random_state_int(self.random_state)
         normalize = getattr(self, "normalize", True)
         if normalize:
             X = normalize_rows(X)
@@ -139,7 +138,7 @@ class SelfExpressiveClustering(ClusterMixin, BaseEstimator):
         t0 = time.perf_counter()
         self.labels_ = spectral_clustering(
             self.affinity_, self.n_clusters, n_components=self.n_components,
-            n_init=self.n_init, random_state=check_random_state_int(self.random_state),
+            n_init=self.n_init, random_state=fit_seed(self),
         )
         self.timings_["spectral"] = time.perf_counter() - t0
         return self.labels_

@@ -27,8 +27,9 @@ import torch
 from sklearn.base import BaseEstimator, ClusterMixin
 from torch import nn
 
+from .._device import device_property
 from .._memory import check_allocation
-from .._validation import check_n_clusters, check_positive, check_random_state_int
+from .._validation import check_n_clusters, check_positive, check_random_state_int, fit_seed
 from ._autoencoder import pretrain_autoencoder, reconstruction_loss
 from .sscn import SSCN
 
@@ -79,12 +80,21 @@ class DSCNet(ClusterMixin, BaseEstimator):
     history_, timings_, n_features_in_, pretrained_autoencoder_
     """
 
-    def __init__(self, n_clusters=10, max_cluster_dim=9, architecture="auto", image_shape=(28, 28),
+    # registry (selfexpress.models.registry): raw pixels through its own conv auto-encoder; no model file
+    _method_name = "dscnet"
+    _input_kind = "pixels"
+    _model_kind = None
+    _presets = {
+        "image": dict(architecture="conv", image_shape=(28, 28)),
+        "synthetic": dict(max_cluster_dim=6, n_neighbors=30),
+    }
+
+    def __init__(self, n_clusters=8, *, max_cluster_dim=9, architecture="auto", image_shape=(28, 28),
                  kernel_sizes=(5, 3, 3), channels=(10, 20, 30), stride=2, paddings=(2, 1, 1),
                  lambda_reconst=1.0, lambda_reg=1.0, lambda_ssc=1.0, n_epochs_ae=100, batch_size_ae=10000,
                  lr_ae=1e-3, n_epochs=30, lr=1e-3, noise_threshold=0.1, noise_alpha=8.0, postprocess="sparse",
                  n_neighbors=300, max_nonzero=None, block_size=1024, n_init=20, pretrained_autoencoder=None,
-                 random_state=None, device="cpu", verbose=False):
+                 random_state=None, device="auto", verbose=False):
         self.n_clusters = n_clusters
         self.max_cluster_dim = max_cluster_dim
         self.architecture = architecture
@@ -117,6 +127,8 @@ class DSCNet(ClusterMixin, BaseEstimator):
     def _sscn_view(self):
         common = {k: v for k, v in self.get_params().items() if k in SSCN().get_params()}
         return SSCN(**common)
+
+    _device = device_property()  # ``device`` resolved: the torch.device of every tensor (selfexpress._device)
 
     def _check_params(self):
         self._sscn_view()._check_params()
@@ -159,17 +171,17 @@ class DSCNet(ClusterMixin, BaseEstimator):
         K = check_n_clusters(self.n_clusters, n)
         arch = view._resolve_architecture(D)
         for nbytes, what, hint in self._memory_estimate(n, D, arch):
-            check_allocation(int(nbytes), what, hint, device=self.device)
-        seed = check_random_state_int(self.random_state)
+            check_allocation(int(nbytes), what, hint, device=self._device)
+        seed = fit_seed(self, new=True)  # the one seed of this fit
         self.n_features_in_ = D
         self.architecture_ = arch
         self.timings_, self.history_ = {}, {}
         with seeded(seed):
             ae = view._autoencoder(D, arch)
-            module = DSCNetModule(ae, n).to(self.device)
+            module = DSCNetModule(ae, n).to(self._device)
         self.module_ = module
         self.n_parameters_ = int(sum(p.numel() for p in module.parameters() if p.requires_grad))
-        Xt = torch.as_tensor(np.ascontiguousarray(X, dtype=np.float32), device=self.device)
+        Xt = torch.as_tensor(np.ascontiguousarray(X, dtype=np.float32), device=self._device)
 
         t0 = time.perf_counter()
         if arch == "conv":

@@ -51,9 +51,10 @@ import torch.nn.functional as F
 from sklearn.base import BaseEstimator, ClusterMixin
 from torch import nn
 
+from .._device import device_property, resolve_device
 from .._memory import check_allocation
 from .._validation import (check_data, check_is_fitted, check_n_clusters, check_n_features, check_positive,
-                           check_random_state_int)
+                           check_random_state_int, fit_seed)
 from ..data.augment import Augment
 
 __all__ = ["EnergySubspaceClustering", "EnergyModule", "EnergyNet", "InnerProductEnergy", "SmallConvNet", "ResNet",
@@ -339,7 +340,7 @@ class EnergySubspaceClustering(ClusterMixin, BaseEstimator):
 
     Parameters
     ----------
-    n_clusters : int, default 10
+    n_clusters : int, default 8
     image_shape : (H, W) or (C, H, W), default (28, 28)
         Shape of one image; ``X`` may be (n, H, W), (n, C, H, W) or flattened (n, C*H*W), pixels in [0, 1].
     backbone : {"small", "resnet18", "resnet50"}, default "small"
@@ -393,7 +394,9 @@ class EnergySubspaceClustering(ClusterMixin, BaseEstimator):
         ``state_dict`` of a query encoder after stage 1 (``pretrained_encoder_`` of another fit of the same
         architecture); skips stage 1 (the key encoder starts as its copy). Lets an ablation share one pretraining.
     random_state : int or None
-    device : str, default "cpu"
+    device : str or torch.device, default "auto"
+        "auto" (CUDA when available, else the CPU), "cpu", "cuda" / "cuda:N" or a torch.device
+        (:func:`selfexpress._device.resolve_device`); every tensor of the fit lives there.
     verbose : bool, default False
     checkpoint_dir : path or None; resume : bool
         Checkpoints of the two stages in ``<dir>/pretrain`` and ``<dir>/joint``.
@@ -410,13 +413,19 @@ class EnergySubspaceClustering(ClusterMixin, BaseEstimator):
     timings_ : dict, seconds per stage
     """
 
-    def __init__(self, n_clusters=10, image_shape=(28, 28), backbone="small", width=16, proj_hidden=256,
+    # registry (selfexpress.models.registry): raw pixels through its own contrastive encoder; images only
+    _method_name = "energy"
+    _input_kind = "pixels"
+    _model_kind = MODEL_KIND
+    _presets = {"image": dict(image_shape=(28, 28))}
+
+    def __init__(self, n_clusters=8, *, image_shape=(28, 28), backbone="small", width=16, proj_hidden=256,
                  embed_dim=64, energy_hidden=(32, 32), coefficients="energy", contrastive="infonce", beta=1.0,
                  lambda1=10.0, lambda2=1.0, temperature=0.2, momentum=0.99, n_epochs_pretrain=50, n_epochs=5,
                  batch_size=128, lr=1e-3, lr_joint=3e-4, lr_energy=1e-3, weight_decay=1e-4, n_dictionary=1024,
                  bn_splits=4, crop="resized", crop_scale=(0.3, 1.0), padding=4, flip=0.5, jitter=0.4, n_nonzero=100,
                  normalize_rows=False, n_candidates=None, block_size=256, n_init=20, pretrained_encoder=None,
-                 random_state=None, device="cpu", verbose=False, checkpoint_dir=None, resume=False):
+                 random_state=None, device="auto", verbose=False, checkpoint_dir=None, resume=False):
         self.n_clusters = n_clusters
         self.image_shape = image_shape
         self.backbone = backbone
@@ -469,6 +478,8 @@ class EnergySubspaceClustering(ClusterMixin, BaseEstimator):
             raise ValueError(f"images must be at least 8 x 8 pixels, got image_shape={s!r}")
         return shape
 
+    _device = device_property()  # ``device`` resolved: the torch.device of every tensor (selfexpress._device)
+
     def _check_params(self):
         if isinstance(self.n_clusters, bool) or not isinstance(self.n_clusters, (int, np.integer)) \
                 or self.n_clusters < 2:
@@ -509,10 +520,7 @@ class EnergySubspaceClustering(ClusterMixin, BaseEstimator):
         if not isinstance(cs, (tuple, list)) or len(cs) != 2 or not 0 < float(cs[0]) <= float(cs[1]) <= 1:
             raise ValueError(f"crop_scale must be (low, high) with 0 < low <= high <= 1, got {cs!r}")
         check_random_state_int(self.random_state)
-        try:
-            torch.device(self.device)
-        except (RuntimeError, TypeError) as exc:
-            raise ValueError(f"device {self.device!r} is not a valid torch device: {exc}") from None
+        resolve_device(self.device)  # ValueError: malformed, unsupported, or CUDA asked for without CUDA
 
     def _flatten(self, X, name="X"):
         """Validate ``X`` ((n, D), (n, H, W) or (n, C, H, W); pixels in [0, 1]); return (n, D) float32."""
@@ -534,16 +542,16 @@ class EnergySubspaceClustering(ClusterMixin, BaseEstimator):
         return X
 
     def _images(self, X):
-        return torch.as_tensor(np.ascontiguousarray(X, dtype=np.float32)).reshape(-1, *self._shape()).to(self.device)
+        return torch.as_tensor(np.ascontiguousarray(X, dtype=np.float32)).reshape(-1, *self._shape()).to(self._device)
 
     def _build(self, n_samples):
         from ..train import seeded
 
-        with seeded(check_random_state_int(self.random_state)):
+        with seeded(fit_seed(self)):
             module = EnergyModule(self._shape()[0], n_samples, self.backbone, int(self.width), int(self.proj_hidden),
                                   int(self.embed_dim), tuple(int(h) for h in self.energy_hidden), self.coefficients,
                                   self.contrastive, float(self.temperature))
-        return module.to(self.device)
+        return module.to(self._device)
 
     def _augment(self):
         return Augment(crop=self.crop, crop_scale=tuple(self.crop_scale), padding=int(self.padding),
@@ -586,7 +594,7 @@ class EnergySubspaceClustering(ClusterMixin, BaseEstimator):
         n_dict = min(int(self.n_dictionary), n)
 
         def loss_fn(idx):
-            idx = idx.to(self.device)
+            idx = idx.to(self._device)
             x = images[idx]
             xa, xb = aug(x), aug(x)
             logs = {}
@@ -594,14 +602,14 @@ class EnergySubspaceClustering(ClusterMixin, BaseEstimator):
                 module.momentum_update(m)
                 za = F.normalize(_split_forward(module.encoder_q, xa, splits), dim=1)
                 with torch.no_grad():
-                    perm = torch.randperm(x.shape[0]).to(self.device)
+                    perm = torch.randperm(x.shape[0]).to(self._device)
                     zb = F.normalize(_split_forward(module.encoder_k, xb, splits, perm), dim=1)
                 pos = (za * zb).sum(1, keepdim=True)
                 neg = za @ module.bank.clone().T  # (B, n): every other bank entry is a negative (a copy: the
                 # bank is updated in place below, before the backward pass)
                 neg = neg.scatter(1, idx[:, None], float("-inf"))
                 logits = torch.cat([pos, neg], dim=1) / tau
-                loss_c = F.cross_entropy(logits, torch.zeros(x.shape[0], dtype=torch.long, device=self.device))
+                loss_c = F.cross_entropy(logits, torch.zeros(x.shape[0], dtype=torch.long, device=self._device))
             else:
                 pa = _split_forward(module.encoder_q, xa, splits)
                 pb = _split_forward(module.encoder_q, xb, splits)
@@ -614,11 +622,11 @@ class EnergySubspaceClustering(ClusterMixin, BaseEstimator):
             logs["contrastive"] = float(loss_c.detach())
             if not joint:
                 return loss_c, logs
-            cols = torch.randperm(n)[:n_dict].to(self.device)
+            cols = torch.randperm(n)[:n_dict].to(self._device)
             Zd = module.bank[cols]
             e = module.energy.pairwise(za, Zd)
             pos_of_self = torch.where(cols[None, :] == idx[:, None])  # c_ii = 0
-            excl = torch.full((x.shape[0],), -1, dtype=torch.long, device=self.device)
+            excl = torch.full((x.shape[0],), -1, dtype=torch.long, device=self._device)
             excl[pos_of_self[0]] = pos_of_self[1]
             c = coefficients_from_energy(e, beta, excl)
             rec = ((za - c @ Zd) ** 2).sum(1).mean()
@@ -664,8 +672,8 @@ class EnergySubspaceClustering(ClusterMixin, BaseEstimator):
             raise ValueError(f"n_nonzero={self.n_nonzero} must be smaller than the number of samples ({n})")
         check_allocation(int(self._memory_estimate(n) + 8 * X.nbytes), "energy-based SSC training and inference",
                          f"lower batch_size (now {self.batch_size}), n_dictionary (now {self.n_dictionary}) or "
-                         f"block_size (now {self.block_size})", device=self.device)
-        seed = check_random_state_int(self.random_state)
+                         f"block_size (now {self.block_size})", device=self._device)
+        seed = fit_seed(self, new=True)  # the one seed of this fit
         self.n_features_in_ = X.shape[1]
         self.timings_, self.history_ = {}, {}
         module = self._build(n)
@@ -752,15 +760,15 @@ class EnergySubspaceClustering(ClusterMixin, BaseEstimator):
     def _coef_blocks(self, za, exclude_self):
         """Yield ``(r0, c)`` with ``c`` the dense (b, n_dict) coefficients of rows ``r0 .. r0 + b`` (candidates:
         a (b, n_dict) tensor zero outside each row's candidates)."""
-        energy = self.module_.energy.to(self.device).eval()
-        D = self.dictionary_.to(self.device)
+        energy = self.module_.energy.to(self._device).eval()
+        D = self.dictionary_.to(self._device)
         nd = D.shape[0]
         b = max(int(self.block_size), 1)
         chunk = max(1, 2**22 // max(1, b * int(self.energy_hidden[0])))
         beta = float(self.beta)
         for r0 in range(0, za.shape[0], b):
-            q = za[r0:r0 + b].to(self.device)
-            rows = torch.arange(r0, r0 + q.shape[0], device=self.device)
+            q = za[r0:r0 + b].to(self._device)
+            rows = torch.arange(r0, r0 + q.shape[0], device=self._device)
             if self.n_candidates is None or int(self.n_candidates) >= nd - 1:
                 e = energy.pairwise(q, D, chunk=chunk)
                 yield r0, coefficients_from_energy(e, beta, rows if exclude_self else None)
@@ -771,7 +779,7 @@ class EnergySubspaceClustering(ClusterMixin, BaseEstimator):
                 sim.scatter_(1, rows[:, None], float("-inf"))
             cand = sim.topk(m, dim=1).indices  # (b, m)
             c_c = coefficients_from_energy(energy.candidates(q, D[cand]), beta)
-            yield r0, torch.zeros(q.shape[0], nd, device=self.device).scatter_(1, cand, c_c)
+            yield r0, torch.zeros(q.shape[0], nd, device=self._device).scatter_(1, cand, c_c)
 
     def _coef_rows(self, za, exclude_self):
         """Sparse ``C`` (CSR, len(za) x n_dict): each row's ``n_nonzero`` largest coefficients."""
@@ -819,11 +827,11 @@ class EnergySubspaceClustering(ClusterMixin, BaseEstimator):
         za = self._encode(self._images(X), self.module_.encoder_q)
         K = int(self.n_clusters)
         k = min(int(self.n_nonzero), self.dictionary_.shape[0])
-        lab = torch.as_tensor(self.labels_, dtype=torch.long, device=self.device)
+        lab = torch.as_tensor(self.labels_, dtype=torch.long, device=self._device)
         out = []
         for _, c in self._coef_blocks(za, exclude_self=False):
             vals, idx = c.topk(k, dim=1)
-            P = torch.zeros(c.shape[0], K, device=self.device).scatter_add_(1, lab[idx], vals)
+            P = torch.zeros(c.shape[0], K, device=self._device).scatter_add_(1, lab[idx], vals)
             out.append((P / P.sum(1, keepdim=True).clamp_min(1e-30)).cpu())
         return torch.cat(out).numpy()
 
@@ -866,8 +874,7 @@ class EnergySubspaceClustering(ClusterMixin, BaseEstimator):
             for k in ("image_shape", "energy_hidden", "crop_scale"):
                 if isinstance(params.get(k), list):
                     params[k] = tuple(params[k])
-            if device is not None:
-                params["device"] = device
+            params["device"] = "auto" if device is None else device  # never the device it was saved from
             model = cls(**params)
             model._check_params()
             n_features = config["n_features_in"]

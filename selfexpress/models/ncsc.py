@@ -62,11 +62,13 @@ import torch.nn.functional as F
 from sklearn.base import BaseEstimator, ClusterMixin
 from torch import nn
 
+from .._device import device_property
 from .._memory import check_allocation
 from .._validation import (check_fraction, check_is_fitted, check_n_clusters, check_n_features, check_positive,
-                           check_random_state_int)
+                           check_random_state_int, fit_seed)
 from ._autoencoder import load_or_pretrain, reconstruction_loss
-from ._files import check_network_tensors, config_params, data_fingerprint, state_dict_digest
+from ._files import (apply_feature_transform, check_network_tensors, config_params, data_fingerprint,
+                     pack_feature_transform, state_dict_digest, unpack_feature_transform)
 from .sscn import SSCN
 
 __all__ = ["NCSC", "NCSCModule", "balance_penalty", "self_expressive_coefficients", "subspace_affinity",
@@ -262,7 +264,7 @@ class NCSC(ClusterMixin, BaseEstimator):
 
     Parameters
     ----------
-    n_clusters : int, default 10
+    n_clusters : int, default 8
     architecture : {"auto", "conv", "linear"}, default "auto"
         "conv": the conv auto-encoder on images of ``image_shape``; "linear": identity encoder / decoder on the
         raw feature vectors (no reconstruction term, no pretraining), MLP classifier; "auto": "conv" when the
@@ -316,7 +318,9 @@ class NCSC(ClusterMixin, BaseEstimator):
         ``state_dict`` of a pretrained auto-encoder of the same architecture; skips pretraining.
     random_state : int or None
         Seeds the initialisation and every stage's batch order.
-    device : str, default "cpu"
+    device : str or torch.device, default "auto"
+        "auto" (CUDA when available, else the CPU), "cpu", "cuda" / "cuda:N" or a torch.device
+        (:func:`selfexpress._device.resolve_device`); every tensor of the fit lives there.
     verbose : bool, default False
         Progress bars and one line per epoch of joint training.
     checkpoint_dir : path or None
@@ -335,14 +339,28 @@ class NCSC(ClusterMixin, BaseEstimator):
     timings_ : dict, seconds per stage
     """
 
-    def __init__(self, n_clusters=10, architecture="auto", image_shape=(28, 28), kernel_sizes=(5, 3, 3),
+    # registry (selfexpress.models.registry)
+    _method_name = "ncsc"
+    _input_kind = "pixels"
+    _model_kind = MODEL_KIND
+    _presets = {
+        # CPU schedule (benchmarks/ncsc.py; the paper's is the default: 60 AE epochs, batch 5,000)
+        "image": dict(architecture="conv", image_shape=(28, 28), n_epochs_ae=3, batch_size=1000, lr=3e-3, n_epochs=5),
+        "synthetic": dict(batch_size=500, n_epochs=50, classifier_channels=(64, 64), u=0.5, lambda1=10.0),
+        # an image dataset's scattering + PCA features (features="scattering"): identity encoder, MLP classifier,
+        # the KL-to-uniform balance (benchmarks/ncsc.py --features scattering; README figures)
+        "image-features": dict(architecture="linear", batch_size=2000, lr=3e-3, u=0.7, balance="uniform",
+                               n_epochs=25),
+    }
+
+    def __init__(self, n_clusters=8, *, architecture="auto", image_shape=(28, 28), kernel_sizes=(5, 3, 3),
                  channels=(10, 20, 30), stride=2, paddings=(2, 1, 1), classifier_channels=(64, 64, 64),
                  lambda1=1.0, lambda_cl=1.0, alpha=1.0, beta=1.0, balance="entropy", lambda_balance=1.0,
                  normalize_latent=True, u=0.7,
                  l_start=0.7, l_end=0.9,
                  l_warmup_epochs=1, n_epochs_ae=60, batch_size_ae=256, lr_ae=1e-3, n_epochs=30, batch_size=5000,
                  lr=1e-3, lr_ae_joint=1e-5, block_size=4096, pretrained_autoencoder=None, random_state=None,
-                 device="cpu", verbose=False, checkpoint_dir=None, resume=False):
+                 device="auto", verbose=False, checkpoint_dir=None, resume=False):
         self.n_clusters = n_clusters
         self.architecture = architecture
         self.image_shape = image_shape
@@ -385,6 +403,8 @@ class NCSC(ClusterMixin, BaseEstimator):
             shared.pop(k, None)
         return SSCN(**shared, max_cluster_dim=1)
 
+    _device = device_property()  # ``device`` resolved: the torch.device of every tensor (selfexpress._device)
+
     def _check_params(self):
         self._sscn_view()._check_params()
         try:
@@ -415,10 +435,10 @@ class NCSC(ClusterMixin, BaseEstimator):
     def _build(self, n_features, arch):
         from ..train import seeded
 
-        with seeded(check_random_state_int(self.random_state)):
+        with seeded(fit_seed(self)):
             ae = self._sscn_view()._autoencoder(n_features, arch)
             module = NCSCModule(ae, int(self.n_clusters), tuple(int(c) for c in self.classifier_channels))
-        return module.to(self.device)
+        return module.to(self._device)
 
     def _memory_estimate(self, n, n_features, arch):
         view = self._sscn_view()
@@ -469,15 +489,15 @@ class NCSC(ClusterMixin, BaseEstimator):
         K = check_n_clusters(self.n_clusters, n)
         arch = view._resolve_architecture(D)
         for nbytes, what, hint in self._memory_estimate(n, D, arch):
-            check_allocation(int(nbytes + 4 * n * D), what, hint, device=self.device)
-        seed = check_random_state_int(self.random_state)
+            check_allocation(int(nbytes + 4 * n * D), what, hint, device=self._device)
+        seed = fit_seed(self, new=True)  # the one seed of this fit
         self.n_features_in_ = D
         self.architecture_ = arch
         self.timings_, self.history_ = {}, {}
         module = self._build(D, arch)
         self.module_ = module
         self.n_parameters_ = int(sum(p.numel() for p in module.parameters() if p.requires_grad))
-        Xt = torch.as_tensor(np.ascontiguousarray(X, dtype=np.float32), device=self.device)
+        Xt = torch.as_tensor(np.ascontiguousarray(X, dtype=np.float32), device=self._device)
         ckpt = None if self.checkpoint_dir is None else Path(self.checkpoint_dir)
 
         # 1. auto-encoder pretraining (reconstruction only)
@@ -546,11 +566,12 @@ class NCSC(ClusterMixin, BaseEstimator):
         module.eval()
         b = max(int(self.block_size), 1)
         out = [module.logits(torch.as_tensor(np.ascontiguousarray(X[r:r + b], dtype=np.float32),
-                                             device=self.device)).cpu() for r in range(0, X.shape[0], b)]
+                                             device=self._device)).cpu() for r in range(0, X.shape[0], b)]
         return torch.cat(out) if out else torch.zeros((0, int(self.n_clusters)))
 
     def _prepare(self, X, name="X"):
         check_is_fitted(self, "module_")
+        X = apply_feature_transform(self, X)
         X = self._sscn_view()._flatten(X, name)
         check_n_features(X, self.n_features_in_, name, estimator=self)
         return X
@@ -561,7 +582,7 @@ class NCSC(ClusterMixin, BaseEstimator):
         with torch.no_grad():
             ae = self.module_.autoencoder
             return torch.cat([ae.encode(torch.as_tensor(np.ascontiguousarray(X[r:r + 4096], dtype=np.float32),
-                                                        device=self.device)).cpu()
+                                                        device=self._device)).cpu()
                               for r in range(0, X.shape[0], 4096)]).numpy()
 
     def decision_function(self, X):
@@ -587,6 +608,7 @@ class NCSC(ClusterMixin, BaseEstimator):
         config = {"params": config_params(self, ("pretrained_autoencoder",)), "n_features_in": int(self.n_features_in_),
                   "architecture": self.architecture_, "n_parameters": int(self.n_parameters_),
                   "timings": getattr(self, "timings_", {})}
+        pack_feature_transform(self, tensors, config)
         return save_model_file(path, tensors, config, kind=MODEL_KIND)
 
     @classmethod
@@ -601,13 +623,13 @@ class NCSC(ClusterMixin, BaseEstimator):
 
         tensors, config = load_model_file(path, kind=MODEL_KIND)
         invalid = f"{path} is not a valid NCSC model file"
+        feature_transform = unpack_feature_transform(tensors, config, source=str(path))
         try:
             params = dict(config["params"])
             for k in ("image_shape", "kernel_sizes", "channels", "paddings", "classifier_channels"):
                 if isinstance(params.get(k), list):
                     params[k] = tuple(params[k])
-            if device is not None:
-                params["device"] = device
+            params["device"] = "auto" if device is None else device  # never the device it was saved from
             model = cls(**params)
             model._check_params()
             n_features = config["n_features_in"]
@@ -638,4 +660,6 @@ class NCSC(ClusterMixin, BaseEstimator):
         model.labels_ = labels.numpy().astype(np.int64)
         model.pretrained_autoencoder_ = None
         model.timings_ = config.get("timings", {})
+        if feature_transform is not None:
+            model.feature_transform_ = feature_transform
         return model

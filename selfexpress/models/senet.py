@@ -38,10 +38,13 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
+from .._device import device_property, resolve_device
 from .._memory import check_allocation
 from .._validation import (check_data, check_fraction, check_is_fitted, check_n_clusters, check_n_features,
-                           check_positive, check_random_state_int)
+                           check_positive, check_random_state_int, fit_seed)
+from ._senet_engine import soft_threshold
 from .base import SelfExpressiveClustering, normalize_rows
+from ._files import apply_feature_transform, pack_feature_transform, unpack_feature_transform
 
 __all__ = ["SENet", "SENetModule", "senet_loss_sgd", "senet_backward_two_pass", "senet_loss_distill",
            "elastic_net_penalty"]
@@ -89,7 +92,7 @@ class SENetModule(nn.Module):
         u = q @ k.T
         if kkt_deadzone is not None and torch.is_grad_enabled():
             return _SoftThresholdKKT.apply(u, self.threshold, self.alpha, float(kkt_deadzone))
-        return self.alpha * (torch.sign(u) * torch.relu(u.abs() - self.threshold))
+        return self.alpha * soft_threshold(u, self.threshold)
 
 
 class _SoftThresholdKKT(torch.autograd.Function):
@@ -106,13 +109,13 @@ class _SoftThresholdKKT(torch.autograd.Function):
         active = u.abs() > b
         ctx.save_for_backward(u, active)
         ctx.alpha, ctx.deadzone, ctx.b_shape = alpha, deadzone, b.shape
-        return alpha * (torch.sign(u) * torch.relu(u.abs() - b))
+        return alpha * soft_threshold(u, b)
 
     @staticmethod
     def backward(ctx, g):
         u, active = ctx.saved_tensors
         a = ctx.alpha
-        leak = torch.sign(g) * torch.relu(g.abs() - ctx.deadzone)
+        leak = soft_threshold(g, ctx.deadzone)
         grad_u = a * torch.where(active, g, leak)
         grad_b = -a * torch.where(active, g * torch.sign(u), torch.zeros_like(g)).sum()
         return grad_u, grad_b.reshape(ctx.b_shape), None, None
@@ -233,7 +236,7 @@ class SENet(SelfExpressiveClustering):
 
     Parameters
     ----------
-    n_clusters : int
+    n_clusters : int, default 8
     hidden_sizes : tuple of int, default (1024, 1024, 1024)
         Hidden widths of the query and key MLPs (each its own weights).
     embed_dim : int, default 1024
@@ -290,13 +293,15 @@ class SENet(SelfExpressiveClustering):
     eval_every : int or None
         With ``y`` given to :meth:`fit`, evaluate (ACC, SRE, full loss) every ``eval_every`` iterations into
         ``history_["eval"]``; None: ``max(1, n_iter // 10)``.
-    device : str, default "cpu"
+    device : str or torch.device, default "auto"
+        "auto" (CUDA when available, else the CPU), "cpu", "cuda" / "cuda:N" or a torch.device
+        (:func:`selfexpress._device.resolve_device`); every tensor of the fit lives there.
     verbose : bool, progress bar with the running loss.
     checkpoint_dir, checkpoint_every, resume : see :class:`selfexpress.train.Trainer`.
     backend : {"local", "dask", "faiss"}, default "local"
         Engine of the coefficient stage (queries against the dictionary, top-``n_nonzero`` per row):
         in-process blocks, one ``dask.distributed`` task per block (same result), or faiss candidate search
-        (approximate with an IVF index; needed for 10^6 points). See :mod:`selfexpress.graph._backends`.
+        (approximate with an IVF index; needed for 10^6 points). See :mod:`selfexpress.models._senet_engine`.
     backend_options : dict or None
         Options of the backend: ``dask_address`` (None: a 2-worker ``LocalCluster``), ``n_workers``;
         ``n_candidates``, ``faiss_index`` ("flat" | "ivf"), ``nlist``, ``nprobe`` for faiss.
@@ -320,11 +325,27 @@ class SENet(SelfExpressiveClustering):
         "L_rec", "L_reg", [test_* ...]}}``; ``rec``/``reg``/``loss`` are per-point batch means.
     """
 
-    def __init__(self, n_clusters, hidden_sizes=(1024, 1024, 1024), embed_dim=1024, gamma=200.0, lmbd=0.9,
+    # registry (selfexpress.models.registry): the CLI / pipeline name, input kind, model-file kind, presets
+    _method_name = "senet"
+    _input_kind = "features"
+    _model_kind = MODEL_KIND
+    _presets = {
+        "synthetic": dict(gamma=50.0, lmbd=0.9, n_iter=500, hidden_sizes=(128, 128, 128), embed_dim=128,
+                          lr_threshold=0.03, affinity="symmetric"),
+        # CPU preset (issue 12): narrow nets, a sampled training set, the EnSC teacher; the paper's own settings
+        # are _paper_preset.
+        "image": dict(gamma=200.0, lmbd=0.9, n_components=15, affinity="symmetric", n_train=5000, n_iter=2500,
+                      hidden_sizes=(256, 256, 256), embed_dim=256, lr_threshold=0.03, teacher="ensc", n_nonzero=100),
+    }
+    #: senet.txt / reference-code settings (GPU scale: 100k iterations of 3 x 1024 nets)
+    _paper_preset = dict(gamma=200.0, lmbd=0.9, n_components=15, affinity="knn", hidden_sizes=(1024, 1024, 1024),
+                         embed_dim=1024, n_iter=100_000, batch_size=100, lr=1e-3, grad_clip=1e-3, n_nonzero=1000)
+
+    def __init__(self, n_clusters=8, *, hidden_sizes=(1024, 1024, 1024), embed_dim=1024, gamma=200.0, lmbd=0.9,
                  n_iter=5000, batch_size=100, block_size=1000, algorithm="sgd", lr=1e-3, lr_threshold=None,
                  grad_clip=0.001, n_neighbors=3, affinity="knn", n_components=None, n_init=20, n_nonzero=1000,
                  normalize=True, n_train=None, teacher=None, teacher_weight=3000.0, n_sampled_atoms=1000,
-                 inactive_grad="zero", eval_every=None, random_state=None, device="cpu",
+                 inactive_grad="zero", eval_every=None, random_state=None, device="auto",
                  verbose=False, checkpoint_dir=None, checkpoint_every=1000, resume=False, backend="local",
                  backend_options=None, distributed="auto"):
         self.n_clusters = n_clusters
@@ -362,6 +383,8 @@ class SENet(SelfExpressiveClustering):
         self.distributed = distributed
 
     # ------------------------------------------------------------------ validation / building
+    _device = device_property()  # ``device`` resolved: the torch.device of every tensor (selfexpress._device)
+
     def _check_params(self):
         hs = self.hidden_sizes
         if isinstance(hs, (int, np.integer)):
@@ -396,7 +419,7 @@ class SENet(SelfExpressiveClustering):
             check_positive(self.eval_every, "eval_every", integer=True)
         if self.checkpoint_every is not None:
             check_positive(self.checkpoint_every, "checkpoint_every", integer=True)
-        from ..graph import BACKENDS
+        from ._senet_engine import BACKENDS
 
         if self.backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
@@ -410,19 +433,16 @@ class SENet(SelfExpressiveClustering):
         if not (isinstance(self.distributed, bool) or (isinstance(self.distributed, str)
                                                         and self.distributed == "auto")):
             raise ValueError(f"distributed must be True, False or 'auto', got {self.distributed!r}")
-        try:
-            torch.device(self.device)
-        except (RuntimeError, TypeError) as exc:
-            raise ValueError(f"device {self.device!r} is not a valid torch device: {exc}") from None
+        resolve_device(self.device)  # ValueError: malformed, unsupported, or CUDA asked for without CUDA
         return hs
 
     def _build(self, in_dim):
         from ..train import seeded
 
         hs = self._check_params()
-        with seeded(check_random_state_int(self.random_state)):
+        with seeded(fit_seed(self)):
             module = SENetModule(in_dim, hs, int(self.embed_dim))
-        return module.to(self.device)
+        return module.to(self._device)
 
     def _memory_estimate(self, n_samples, n_features):
         """Training (autograd graph) and inference (coefficient tiles) peak bytes; see ``_check_memory``."""
@@ -456,7 +476,7 @@ class SENet(SelfExpressiveClustering):
                 + 12 * n_rows * k)
 
     def _tensor(self, X):
-        return torch.as_tensor(np.ascontiguousarray(X, dtype=np.float32), device=self.device)
+        return torch.as_tensor(np.ascontiguousarray(X, dtype=np.float32), device=self._device)
 
     # ------------------------------------------------------------------ fitting
     def fit(self, X, y=None, eval_set=None, callbacks=None):
@@ -499,7 +519,7 @@ class SENet(SelfExpressiveClustering):
         from ..train import Trainer
 
         hs = self._check_params()
-        seed = check_random_state_int(self.random_state)
+        seed = fit_seed(self)
         n = X.shape[0]
         y = getattr(self, "_fit_y", None)
         train_idx = None
@@ -590,7 +610,7 @@ class SENet(SelfExpressiveClustering):
             C = self._coefficients(Xa, Xa, exclude_self=True)
             A = affinity_from_coef(C, method=self.affinity, n_neighbors=self.n_neighbors)
             lab = spectral_clustering(A, self.n_clusters, n_components=self.n_components, n_init=self.n_init,
-                                      random_state=check_random_state_int(self.random_state))
+                                      random_state=fit_seed(self))
             obj = self.objective(Xa, Xa, _normalized=True)
             return {f"{prefix}acc": clustering_accuracy(ya, lab), f"{prefix}sre": subspace_preserving_error(C, ya),
                     f"{prefix}conn": connectivity(C, ya), **{f"{prefix}{k}": v for k, v in obj.items()}}
@@ -609,6 +629,7 @@ class SENet(SelfExpressiveClustering):
 
     # ------------------------------------------------------------------ inference
     def _prepare(self, X, name="X"):
+        X = apply_feature_transform(self, X)
         X = check_data(X, name=name, min_samples=1)
         check_n_features(X, self.n_features_in_, name, estimator=self)
         return normalize_rows(X) if self.normalize else X
@@ -623,13 +644,13 @@ class SENet(SelfExpressiveClustering):
     @torch.no_grad()
     def _coefficients(self, X, D, exclude_self, n_nonzero=None, threshold=None):
         """Top-``n_nonzero`` coefficients of rows ``X`` (normalised) on dictionary ``D``; CSR (n, n_dict)."""
-        from ..graph import blockwise_coefficients
+        from ._senet_engine import blockwise_coefficients
 
         module = self.module_
         check_allocation(self._inference_bytes(X.shape[0], D.shape[0], D.shape[1]),
                          f"SENet coefficients of {X.shape[0]} points on {D.shape[0]} atoms",
                          f"lower block_size (now {self.block_size}) or n_nonzero (now {self.n_nonzero})",
-                         device=self.device)
+                         device=self._device)
         keys = self._embed(module.key, D)  # once for the whole dictionary
         k = min(int(n_nonzero or self.n_nonzero), D.shape[0])
         rb = max(int(self.block_size), 1)
@@ -747,7 +768,7 @@ class SENet(SelfExpressiveClustering):
             nn_ = min(self.n_neighbors, Xn.shape[0] - 1)
             A = affinity_from_coef(C, method=self.affinity, n_neighbors=nn_)
             return spectral_clustering(A, self.n_clusters, n_components=self.n_components, n_init=self.n_init,
-                                       random_state=check_random_state_int(self.random_state))
+                                       random_state=fit_seed(self))
         labels = self.dictionary_labels_
         K = int(labels.max()) + 1
         if rule == "knn":
@@ -782,8 +803,10 @@ class SENet(SelfExpressiveClustering):
         params = self.get_params()
         params["hidden_sizes"] = list(self._check_params())
         params["checkpoint_dir"] = None if params["checkpoint_dir"] is None else str(params["checkpoint_dir"])
+        params["device"] = str(params["device"])  # a torch.device too; load() does not reuse it
         config = {"params": params, "n_features_in": int(self.n_features_in_), "n_iter_done": int(self.n_iter_),
                   "history": getattr(self, "history_", None), "timings": getattr(self, "timings_", {})}
+        pack_feature_transform(self, tensors, config)
         return save_model(path, tensors, config)
 
     @classmethod
@@ -801,11 +824,11 @@ class SENet(SelfExpressiveClustering):
 
         tensors, config = load_model_file(path, kind=MODEL_KIND)
         invalid = f"{path} is not a valid SENet model file"
+        feature_transform = unpack_feature_transform(tensors, config, source=str(path))
         try:
             params = dict(config["params"])
             params["hidden_sizes"] = tuple(params["hidden_sizes"])
-            if device is not None:
-                params["device"] = device
+            params["device"] = "auto" if device is None else device  # never the device it was saved from
             model = cls(**params)
             hs = model._check_params()
             n_features = config["n_features_in"]
@@ -852,6 +875,8 @@ class SENet(SelfExpressiveClustering):
         model.n_iter_ = int(config.get("n_iter_done", 0) or 0)
         model.history_ = config.get("history")
         model.timings_ = config.get("timings", {})
+        if feature_transform is not None:
+            model.feature_transform_ = feature_transform
         return model
 
 

@@ -53,9 +53,10 @@ import torch.nn.functional as F
 from sklearn.base import BaseEstimator, ClusterMixin
 from torch import nn
 
+from .._device import device_property, resolve_device
 from .._memory import check_allocation
 from .._validation import (check_data, check_is_fitted, check_n_clusters, check_n_features, check_positive,
-                           check_random_state_int)
+                           check_random_state_int, fit_seed)
 from ._autoencoder import (ConvAutoEncoder, IdentityAutoEncoder, as_input_shape, check_architecture,
                            conv_output_sizes, pretrain_autoencoder, reconstruction_loss)
 
@@ -212,7 +213,7 @@ class SSCN(ClusterMixin, BaseEstimator):
 
     Parameters
     ----------
-    n_clusters : int, default 10
+    n_clusters : int, default 8
         ``K``.
     max_cluster_dim : int, default 9
         ``d``, the dimension of each coordinate subspace; the embedding has ``K d`` dimensions.
@@ -268,7 +269,9 @@ class SSCN(ClusterMixin, BaseEstimator):
         of another fit, as the reference loads one from disk); skips pretraining.
     random_state : int or None
         Seeds the initialisation, every stage's batch order, the SVD start (fixed ``v0 = 1``) and k-means.
-    device : str, default "cpu"
+    device : str or torch.device, default "auto"
+        "auto" (CUDA when available, else the CPU), "cpu", "cuda" / "cuda:N" or a torch.device
+        (:func:`selfexpress._device.resolve_device`); every tensor of the fit lives there.
     verbose : bool, default False
         Progress bars and one line per stage.
     checkpoint_dir : path or None
@@ -291,13 +294,23 @@ class SSCN(ClusterMixin, BaseEstimator):
     timings_ : dict, seconds per stage
     """
 
-    def __init__(self, n_clusters=10, max_cluster_dim=9, architecture="auto", image_shape=(28, 28),
+    # registry (selfexpress.models.registry): raw pixels in [0, 1] through its own conv auto-encoder (the
+    # reference's MNIST settings are the defaults); vector data goes through the identity ("linear") variant
+    _method_name = "sscn"
+    _input_kind = "pixels"
+    _model_kind = MODEL_KIND
+    _presets = {
+        "image": dict(architecture="conv", image_shape=(28, 28)),
+        "synthetic": dict(max_cluster_dim=6, n_epochs=100, batch_size=200, batch_size_clf=200, n_neighbors=30),
+    }
+
+    def __init__(self, n_clusters=8, *, max_cluster_dim=9, architecture="auto", image_shape=(28, 28),
                  kernel_sizes=(5, 3, 3), channels=(10, 20, 30), stride=2, paddings=(2, 1, 1),
                  lambda_reconst=1.0, lambda_reg=1.0, lambda_ssc=1.0, n_epochs_ae=100, batch_size_ae=10000,
                  lr_ae=1e-3, n_epochs=30, batch_size=1000, lr=1e-3, n_epochs_clf=30, batch_size_clf=1000,
                  steps_per_batch=10, lr_clf=0.1, momentum=0.9, beta2=0.99, noise_threshold=0.1, noise_alpha=8.0,
                  postprocess="sparse", n_neighbors=300, max_nonzero=None, block_size=1024, n_init=20,
-                 pretrained_autoencoder=None, random_state=None, device="cpu", verbose=False, checkpoint_dir=None,
+                 pretrained_autoencoder=None, random_state=None, device="auto", verbose=False, checkpoint_dir=None,
                  resume=False):
         self.n_clusters = n_clusters
         self.max_cluster_dim = max_cluster_dim
@@ -337,6 +350,8 @@ class SSCN(ClusterMixin, BaseEstimator):
         self.resume = resume
 
     # ------------------------------------------------------------------ validation
+    _device = device_property()  # ``device`` resolved: the torch.device of every tensor (selfexpress._device)
+
     def _check_params(self):
         if isinstance(self.n_clusters, bool) or not isinstance(self.n_clusters, (int, np.integer)) \
                 or self.n_clusters < 2:
@@ -370,10 +385,7 @@ class SSCN(ClusterMixin, BaseEstimator):
             raise ValueError("pretrained_autoencoder must be None or a state_dict (dict of tensors), got "
                              f"{type(self.pretrained_autoencoder).__name__}")
         check_random_state_int(self.random_state)
-        try:
-            torch.device(self.device)
-        except (RuntimeError, TypeError) as exc:
-            raise ValueError(f"device {self.device!r} is not a valid torch device: {exc}") from None
+        resolve_device(self.device)  # ValueError: malformed, unsupported, or CUDA asked for without CUDA
 
     def _resolve_architecture(self, n_features):
         shape = as_input_shape(self.image_shape)
@@ -403,9 +415,9 @@ class SSCN(ClusterMixin, BaseEstimator):
     def _build(self, n_features, arch):
         from ..train import seeded
 
-        with seeded(check_random_state_int(self.random_state)):
+        with seeded(fit_seed(self)):
             module = SSCNModule(self._autoencoder(n_features, arch), int(self.n_clusters), int(self.max_cluster_dim))
-        return module.to(self.device)
+        return module.to(self._device)
 
     def _per_point_bytes(self, n_features, arch):
         """Rough training bytes per point: activations, ReLU outputs and their gradients (float32)."""
@@ -442,7 +454,7 @@ class SSCN(ClusterMixin, BaseEstimator):
         return out
 
     def _tensor(self, X):
-        return torch.as_tensor(np.ascontiguousarray(X, dtype=np.float32), device=self.device)
+        return torch.as_tensor(np.ascontiguousarray(X, dtype=np.float32), device=self._device)
 
     #: parameters that only matter from the pseudo-labels on (not part of the AE / SE checkpoints' identity)
     _LATE_PARAMS = ("noise_threshold", "noise_alpha", "postprocess", "n_neighbors", "max_nonzero", "block_size",
@@ -489,8 +501,8 @@ class SSCN(ClusterMixin, BaseEstimator):
         d = int(self.max_cluster_dim)
         arch = self._resolve_architecture(D)
         for nbytes, what, hint in self._memory_estimate(n, D, arch):
-            check_allocation(int(nbytes + 4 * n * D), what, hint, device=self.device)
-        seed = check_random_state_int(self.random_state)
+            check_allocation(int(nbytes + 4 * n * D), what, hint, device=self._device)
+        seed = fit_seed(self, new=True)  # the one seed of this fit
         self.n_features_in_ = D
         self.architecture_ = arch
         self.timings_ = {}
@@ -576,8 +588,8 @@ class SSCN(ClusterMixin, BaseEstimator):
         # 4. rotation classifier on the frozen embeddings
         t0 = time.perf_counter()
         clf = module.classifier
-        Ht = H.to(self.device)
-        pl = torch.as_tensor(self.pseudo_labels_, dtype=torch.long, device=self.device)
+        Ht = H.to(self._device)
+        pl = torch.as_tensor(self.pseudo_labels_, dtype=torch.long, device=self._device)
         bsc = min(int(self.batch_size_clf), n)
         steps = int(self.steps_per_batch)
         betas = (float(self.momentum), float(self.beta2))
@@ -618,7 +630,7 @@ class SSCN(ClusterMixin, BaseEstimator):
 
     @torch.no_grad()
     def _logits_of_embedding(self, H):
-        return self.module_.classifier(H.to(self.device))
+        return self.module_.classifier(H.to(self._device))
 
     def _prepare(self, X, name="X"):
         check_is_fitted(self, "module_")
@@ -683,8 +695,7 @@ class SSCN(ClusterMixin, BaseEstimator):
             for k in ("image_shape", "kernel_sizes", "channels", "paddings"):
                 if isinstance(params.get(k), list):
                     params[k] = tuple(params[k])
-            if device is not None:
-                params["device"] = device
+            params["device"] = "auto" if device is None else device  # never the device it was saved from
             model = cls(**params)
             model._check_params()
             n_features = config["n_features_in"]
