@@ -145,13 +145,14 @@ def part_full(a):
 def part_inductive(a):
     st = Stages()
     with st("load"):
-        if a.features == "scattering":  # one PCA basis for both splits (fitted on all 70k images, no labels)
-            from selfexpress.data import load_dataset
+        if a.features == "scattering":  # one basis: fitted on the training split, applied to the test split
+            from selfexpress.features import dataset_features
 
-            Xf, yf = _load("mnist-full", features=a.features)
-            # mnist-full is MNIST-train followed by MNIST-test
-            n_split = len(load_dataset("mnist-train", data_dir=str(DATA_DIR), verbose=False).labels)
-            X, y, Xt, yt = Xf[:min(a.n_train, n_split)], yf[:min(a.n_train, n_split)], Xf[n_split:], yf[n_split:]
+            Xf, yf, basis = dataset_features("mnist-train", data_dir=str(DATA_DIR), verbose=False,
+                                             return_transform=True)
+            Xt, yt = dataset_features("mnist-test", data_dir=str(DATA_DIR), verbose=False, basis=basis)
+            X, y = np.ascontiguousarray(Xf[:a.n_train]), np.asarray(yf[:a.n_train])
+            Xt, yt = np.ascontiguousarray(Xt), np.asarray(yt)
         else:
             X, y = _load("mnist-train", a.n_train)
             Xt, yt = _load("mnist-test")
