@@ -116,7 +116,9 @@ def build_parser():
     pr.add_argument("--data-dir", type=Path)
     pr.add_argument("--output", type=Path)
 
-    sub.add_parser("datasets", help="list the built-in datasets")
+    ds = sub.add_parser("datasets", help="list the built-in datasets and which are present locally")
+    ds.add_argument("--data-dir", type=Path, help="folder with the dataset files (default: $SELFEXPRESS_DATA_DIR or "
+                                                  "~/.cache/selfexpress/data)")
     return p
 
 
@@ -230,12 +232,24 @@ def _load_model(path):
     return (cls or get_method("senet")).load(path)
 
 
-def _cmd_datasets(_args):
-    from .data import list_datasets
+def _cmd_datasets(args):
+    from .data import dataset_missing_files, default_data_dir, list_datasets
+    from .data.datasets import describe_datasets
 
-    print("synthetic  (5 subspaces of dim 6 in R^15, 200 points each; no files)")
+    root = args.data_dir if args.data_dir is not None else default_data_dir()
+    about = describe_datasets()
+    print(f"data folder: {root} (--data-dir or $SELFEXPRESS_DATA_DIR to change)")
+    print(f"  {'name':<22} {'here':<5} what")
+    print(f"  {'synthetic':<22} {'yes':<5} 5 subspaces of dim 6 in R^15, 200 points each (generated, no files)")
+    n_present = 1
     for name in list_datasets():
-        print(name)
+        missing = dataset_missing_files(name, root)
+        n_present += not missing
+        more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+        note = f" (missing {missing[0]}{more})" if missing else ""
+        print(f"  {name:<22} {'no' if missing else 'yes':<5} {about.get(name, '')}{note}")
+    print(f"{n_present} of {len(list_datasets()) + 1} present; missing files are looked for in <folder>/<family>/ "
+          "and <folder>/ (load_dataset(name, download=True) fetches the downloadable ones)")
     return 0
 
 

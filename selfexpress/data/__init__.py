@@ -2,7 +2,7 @@
 
 from .synthetic import make_union_of_subspaces
 from .loaders import download_file, load_array, load_idx, load_labels, load_mat
-from .datasets import Dataset, default_data_dir, list_datasets, load_dataset
+from .datasets import Dataset, dataset_missing_files, default_data_dir, list_datasets, load_dataset
 
 __all__ = [
     "make_union_of_subspaces",
@@ -15,4 +15,5 @@ __all__ = [
     "load_dataset",
     "list_datasets",
     "default_data_dir",
+    "dataset_missing_files",
 ]

@@ -30,7 +30,7 @@ import numpy as np
 
 from .loaders import _copy_atomic, download_file, load_idx
 
-__all__ = ["Dataset", "load_dataset", "list_datasets", "default_data_dir", "DATASETS"]
+__all__ = ["Dataset", "load_dataset", "list_datasets", "default_data_dir", "dataset_missing_files", "DATASETS"]
 
 
 @dataclass
@@ -338,6 +338,27 @@ def _load_cifar(name, parts, root, download, verbose):
 
 
 # ------------------------------------------------------------------------------------------------ main
+def dataset_missing_files(name, data_dir=None) -> list:
+    """The files ``name`` needs that are not under ``data_dir`` (default :func:`default_data_dir`); ``[]`` when it
+    can be loaded without a download (``digits`` needs no file). Looks only; reads nothing."""
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")
+    family, parts = DATASETS[name]
+    root = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
+    if family == "digits":
+        return []
+    if family in _FAMILIES:
+        fam = _FAMILIES[family]
+        wanted = [(fam["folder"], f) for part in parts for f in fam["files"][part]]
+    elif family in ("emnist-letters", "emnist-lowercase"):
+        split = "letters" if family == "emnist-letters" else "byclass"
+        wanted = [("emnist", f) for part in parts for f in _emnist_files(split, part)]
+    else:  # cifar10
+        dirs = (root / "cifar10" / "cifar-10-batches-bin", root / "cifar-10-batches-bin", root)
+        return [f for part in parts for f in _CIFAR_BATCHES[part] if not any((d / f).is_file() for d in dirs)]
+    return [f for folder, f in wanted if _find(root, folder, f) is None]
+
+
 def load_dataset(name, data_dir=None, download=False, verbose=True) -> Dataset:
     """Load a named dataset (see :func:`list_datasets`) as a :class:`Dataset`.
 

@@ -179,6 +179,10 @@ def load_array(path, *, mmap_mode=None, delimiter=None, skiprows=0, dtype=np.flo
         raise ValueError(f"file {path} does not exist")
     suffix = path.suffix.lower()
     if suffix == ".npy":
+        with open(path, "rb") as fh:
+            head = fh.read(6)
+        if head != b"\x93NUMPY":  # np.load would take any other file for a pickle and say so
+            raise ValueError(f"{path} is not a .npy file: {_what_file_is(path, head)}") from None
         try:
             return np.load(path, allow_pickle=False, mmap_mode=mmap_mode)
         except ValueError as exc:
@@ -197,6 +201,10 @@ def load_array(path, *, mmap_mode=None, delimiter=None, skiprows=0, dtype=np.flo
                 warnings.filterwarnings("ignore", message=".*input contained no data")
                 arr = np.loadtxt(path, delimiter=delimiter, skiprows=skiprows, dtype=dtype, ndmin=2)
         except ValueError as exc:
+            header = _looks_like_header(path, delimiter, skiprows)
+            if header is not None:
+                raise ValueError(f"{path}: the first line looks like a header ({header!r}), not numbers; skip it "
+                                 "with --skip-header (Python: load_array(path, skiprows=1))") from None
             bad = _find_ragged_line(path, delimiter, skiprows)
             if bad is not None:
                 lineno, n, expected = bad
@@ -208,6 +216,43 @@ def load_array(path, *, mmap_mode=None, delimiter=None, skiprows=0, dtype=np.flo
         return arr
     raise ValueError(f"{path}: unsupported file type {suffix!r}; expected .npy, .csv, .txt, .tsv or .dat "
                      "(use load_mat for .mat and load_idx for idx files)")
+
+
+def _what_file_is(path, head):
+    """A short description of a file that is not what its name says (text table, pickle, zip, empty, binary)."""
+    if not head:
+        return "it is empty"
+    if head[:1] == b"\x80":
+        return "it is a Python pickle, which is never loaded (it could run code); save a numeric array with np.save"
+    if head[:2] == b"PK":
+        return "it is a zip archive (an .npz?); extract the array and save it with np.save"
+    with open(path, "rb") as fh:
+        sample = fh.read(4096)
+    try:
+        text = sample.decode("utf-8")
+    except UnicodeDecodeError:
+        return "it does not start with the NumPy magic bytes (not written by np.save)"
+    first = text.splitlines()[0][:60] if text.splitlines() else ""
+    return (f"it is a text file (first line {first!r}); rename it .csv or .txt to read it as a table, or save "
+            "the array with np.save")
+
+
+def _looks_like_header(path, delimiter, skiprows):
+    """The first data line when it holds a non-numeric field (a header), else None."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            lines = [ln for ln in fh if ln.strip() and not ln.lstrip().startswith("#")]
+    except OSError:
+        return None
+    if len(lines) <= skiprows:
+        return None
+    line = lines[skiprows].strip()
+    for field in (line.split(delimiter) if delimiter else line.split()):
+        try:
+            float(field.strip().strip('"'))
+        except ValueError:
+            return line[:80]
+    return None
 
 
 def _as_labels(arr, what) -> np.ndarray:
