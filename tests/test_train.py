@@ -213,3 +213,20 @@ def test_bad_arguments(bad):
     kw.update(bad)
     with pytest.raises(ValueError):
         Trainer(module, loss_fn, n, **kw)
+
+
+def test_eta_uses_the_moving_window_not_the_slow_start():
+    from collections import deque
+
+    from selfexpress.train import _eta
+
+    assert _eta(deque([0.0]), 100) == "?"
+    # 50 slow steps (1 s each) then 50 fast ones (0.1 s): the window of the last 50 gives 0.1 s per step
+    ends = deque(maxlen=51)
+    t = 0.0
+    ends.append(t)
+    for k in range(100):
+        t += 1.0 if k < 50 else 0.1
+        ends.append(t)
+    assert _eta(ends, 600) == "0:01:00"
+    assert _eta(deque([0.0, 2.0]), 3600) == "2:00:00"
