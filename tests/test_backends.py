@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from selfexpress.graph import blockwise_coefficients, coef_topk_block
+from selfexpress.models._senet_engine import blockwise_coefficients, coef_topk_block
 
 
 def _emb(n, p, seed):

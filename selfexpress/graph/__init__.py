@@ -8,9 +8,7 @@
 """
 
 from ._affinity import affinity_from_coef, knn_rows
-from ._backends import BACKENDS, blockwise_coefficients, coef_topk_block
 from ._dsc import dsc_affinity, mass_threshold
 from ._topk import StreamingTopK, topk_to_csr
 
-__all__ = ["affinity_from_coef", "knn_rows", "topk_to_csr", "StreamingTopK", "BACKENDS", "blockwise_coefficients",
-           "coef_topk_block", "mass_threshold", "dsc_affinity"]
+__all__ = ["affinity_from_coef", "knn_rows", "topk_to_csr", "StreamingTopK", "mass_threshold", "dsc_affinity"]

@@ -41,6 +41,7 @@ from torch import nn
 from .._memory import check_allocation
 from .._validation import (check_data, check_fraction, check_is_fitted, check_n_clusters, check_n_features,
                            check_positive, check_random_state_int, fit_seed)
+from ._senet_engine import soft_threshold
 from .base import SelfExpressiveClustering, normalize_rows
 
 __all__ = ["SENet", "SENetModule", "senet_loss_sgd", "senet_backward_two_pass", "senet_loss_distill",
@@ -89,7 +90,7 @@ class SENetModule(nn.Module):
         u = q @ k.T
         if kkt_deadzone is not None and torch.is_grad_enabled():
             return _SoftThresholdKKT.apply(u, self.threshold, self.alpha, float(kkt_deadzone))
-        return self.alpha * (torch.sign(u) * torch.relu(u.abs() - self.threshold))
+        return self.alpha * soft_threshold(u, self.threshold)
 
 
 class _SoftThresholdKKT(torch.autograd.Function):
@@ -106,13 +107,13 @@ class _SoftThresholdKKT(torch.autograd.Function):
         active = u.abs() > b
         ctx.save_for_backward(u, active)
         ctx.alpha, ctx.deadzone, ctx.b_shape = alpha, deadzone, b.shape
-        return alpha * (torch.sign(u) * torch.relu(u.abs() - b))
+        return alpha * soft_threshold(u, b)
 
     @staticmethod
     def backward(ctx, g):
         u, active = ctx.saved_tensors
         a = ctx.alpha
-        leak = torch.sign(g) * torch.relu(g.abs() - ctx.deadzone)
+        leak = soft_threshold(g, ctx.deadzone)
         grad_u = a * torch.where(active, g, leak)
         grad_b = -a * torch.where(active, g * torch.sign(u), torch.zeros_like(g)).sum()
         return grad_u, grad_b.reshape(ctx.b_shape), None, None
@@ -296,7 +297,7 @@ class SENet(SelfExpressiveClustering):
     backend : {"local", "dask", "faiss"}, default "local"
         Engine of the coefficient stage (queries against the dictionary, top-``n_nonzero`` per row):
         in-process blocks, one ``dask.distributed`` task per block (same result), or faiss candidate search
-        (approximate with an IVF index; needed for 10^6 points). See :mod:`selfexpress.graph._backends`.
+        (approximate with an IVF index; needed for 10^6 points). See :mod:`selfexpress.models._senet_engine`.
     backend_options : dict or None
         Options of the backend: ``dask_address`` (None: a 2-worker ``LocalCluster``), ``n_workers``;
         ``n_candidates``, ``faiss_index`` ("flat" | "ivf"), ``nlist``, ``nprobe`` for faiss.
@@ -412,7 +413,7 @@ class SENet(SelfExpressiveClustering):
             check_positive(self.eval_every, "eval_every", integer=True)
         if self.checkpoint_every is not None:
             check_positive(self.checkpoint_every, "checkpoint_every", integer=True)
-        from ..graph import BACKENDS
+        from ._senet_engine import BACKENDS
 
         if self.backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
@@ -639,7 +640,7 @@ class SENet(SelfExpressiveClustering):
     @torch.no_grad()
     def _coefficients(self, X, D, exclude_self, n_nonzero=None, threshold=None):
         """Top-``n_nonzero`` coefficients of rows ``X`` (normalised) on dictionary ``D``; CSR (n, n_dict)."""
-        from ..graph import blockwise_coefficients
+        from ._senet_engine import blockwise_coefficients
 
         module = self.module_
         check_allocation(self._inference_bytes(X.shape[0], D.shape[0], D.shape[1]),

@@ -1,4 +1,5 @@
-"""Backends of the coefficient stage: blocks of query rows against a dictionary, sparse top-k per row.
+"""SENet's coefficient engine: blocks of query rows against a dictionary, sparse top-k per row, on one of three
+backends; and the one soft threshold of the package (:func:`soft_threshold`).
 
 The coefficient of query ``i`` on atom ``j`` is ``c_ij = alpha * T_b(q_i . k_j)`` (SENet's map; ``T_b`` the
 soft threshold). The stage is embarrassingly parallel over blocks of query rows: a task takes the query
@@ -28,9 +29,9 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from ._topk import StreamingTopK, topk_to_csr
+from ..graph import StreamingTopK, topk_to_csr
 
-__all__ = ["BACKENDS", "coef_topk_block", "blockwise_coefficients"]
+__all__ = ["BACKENDS", "soft_threshold", "coef_topk_block", "blockwise_coefficients"]
 
 BACKENDS = ("local", "dask", "faiss")
 
@@ -39,8 +40,9 @@ def _as_tensor(a):
     return a if isinstance(a, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
 
 
-def _soft_threshold(u, alpha, threshold):
-    return alpha * torch.sign(u) * torch.relu(u.abs() - threshold)
+def soft_threshold(u, threshold):
+    """``T_b(u) = sign(u) max(|u| - b, 0)`` elementwise (torch; differentiable in ``u`` and ``b``)."""
+    return torch.sign(u) * torch.relu(u.abs() - threshold)
 
 
 @torch.no_grad()
@@ -66,7 +68,7 @@ def coef_topk_block(queries, keys, alpha, threshold, k, row_offset=None, col_blo
     excl = None if row_offset is None else torch.arange(int(row_offset), int(row_offset) + b)
     top = StreamingTopK(b, min(int(k), m), largest_abs=True, exclude_cols=excl)
     for c0 in range(0, m, int(col_block)):
-        top.update(_soft_threshold(q @ kt[c0:c0 + int(col_block)].T, alpha, threshold), c0)
+        top.update(alpha * soft_threshold(q @ kt[c0:c0 + int(col_block)].T, threshold), c0)
     return top.result()
 
 
@@ -195,7 +197,7 @@ def _run_faiss(queries, keys, alpha, threshold, k, exclude_self, block_size, pro
         valid = (cand >= 0) & ~dup
         safe = torch.where(valid, cand, torch.zeros_like(cand))
         u = (_as_tensor(qn)[:, None, :] * kt[safe]).sum(-1)
-        c = _soft_threshold(u, alpha, threshold)
+        c = alpha * soft_threshold(u, threshold)
         key = torch.where(valid, c.abs(), torch.full_like(c, -1.0))
         kk = min(int(k), cand.shape[1])
         kv, pos = torch.topk(key, kk, dim=1)
