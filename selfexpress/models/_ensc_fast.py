@@ -70,7 +70,7 @@ def _merge(vals, idx, rows, cols, v):
     idx[u] = ni
 
 
-def _search_float32(X, kk, block_size, buffer_cap=6_000_000):
+def _search_float32(X, kk, block_size, buffer_cap=4_000_000):
     """Per row the ``kk`` largest float32 ``|<x_i, x_j>|`` (j != i): (vals (N, kk) float32, idx (N, kk) int64),
     sorted by decreasing value (-1 / -1 padding when N - 1 < kk). One symmetric sweep (see the module docstring)."""
     N = X.shape[0]
@@ -170,8 +170,8 @@ def top_correlated(X, k, *, block_size=2048, return_info=False):
     need = topband | kband
     r, pcol = torch.nonzero(need, as_tuple=True)
     g = torch.full((N, kk), float("nan"), dtype=torch.float64)
-    for c0 in range(0, r.numel(), 1 << 18):
-        rs, ps = r[c0:c0 + (1 << 18)], pcol[c0:c0 + (1 << 18)]
+    for c0 in range(0, r.numel(), 1 << 13):  # 8,192 pairs: two (8192, D) float64 gathers at a time
+        rs, ps = r[c0:c0 + (1 << 13)], pcol[c0:c0 + (1 << 13)]
         g[rs, ps] = (X[idx[rs, ps]].double() * X[rs].double()).sum(1).abs()
     top = torch.where(topband, g, torch.full_like(g, -1.0)).amax(1)
     info["products_float64"] = int(r.numel())

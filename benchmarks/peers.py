@@ -1,0 +1,363 @@
+"""Our EnSC and SSC-OMP side by side with reference builds from well-kept libraries (issue 26).
+
+The peers follow the published reference code (github:ChongYou/subspace-clustering, ``cluster/selfrepresentation.py``)
+in structure, re-written here: one point at a time against the whole dictionary (the point itself removed),
+
+- **EnSC reference** (You et al., CVPR 2016): ``alpha_i = max_{j != i} |<x_j, x_i>| / (tau gamma)``; the
+  oracle-guided active support (ORGEN): initial support = the 100 most correlated atoms, solve the elastic net on
+  it, dual ``delta = (y - c X_S) / alpha``, add the atoms with ``|<delta, x_j>| > tau + 1e-10`` (at most up to the
+  support size, grown 1.1x when the active atoms fill 80 %), stop when none or after 40 rounds or when the objective
+  stalls (relative 1e-10). Inner solver, two builds:
+  ``spams`` (SPAMS ``lasso``: LARS-based elastic net, ``lambda1 = tau alpha``, ``lambda2 = (1 - tau) alpha``, as the
+  reference) and ``sklearn`` (scikit-learn ``ElasticNet`` coordinate descent on the support, ``alpha / D``,
+  ``l1_ratio = tau``, Gram precomputed, ``tol=1e-8``).
+- **SSC-OMP reference** (You et al., CVPR 2016): greedy OMP per point with a least-squares re-fit at every step
+  (numpy ``lstsq``), ``n_nonzero=5``, ``thr=1e-5`` (the reference's MNIST setting).
+
+Ours, on the same float32 unit-norm features: EnSC certified (``algorithm="active_set"``), EnSC fast default
+(``algorithm="restricted"``, K = 50) and ``SSCOMP(n_nonzero=5, thr=1e-5)``. Every method's C goes through the same
+graphs (``symmetric`` |C|+|C^T| and ``knn`` 3-NN over rows) and the same spectral step (15 eigenvectors, k-means
+n_init=20, random_state 0), in this one process. Per method: ACC / NMI (geometric) / ARI per graph, coefficient
+seconds, peak RSS while it ran (sampled from /proc every 20 ms) and its increase over the process baseline, and the
+EnSC objective per point ``0.5 ||x_i - sum_j c_j x_j||^2 + alpha_i (tau ||c||_1 + (1 - tau)/2 ||c||^2)`` (float64):
+certified vs each reference build (relative difference), restricted vs certified (relative excess).
+
+``--n`` points (the first n rows of MNIST-test's features; ``--n 10000`` is the whole test split). A reference build
+whose extrapolated time exceeds ``--budget`` seconds (default 1,200) is run on ``--sample`` random points only and its
+time extrapolated to n (the record says ``sampled``); its ACC is then not measured, and the objective comparison is
+made on the sampled points.
+
+The peers need SPAMS, an optional extra: ``pip install 'selfexpress[peers]'`` (or ``pip install spams-bin``).
+
+Run: ``python benchmarks/peers.py --n 2000`` and ``python benchmarks/peers.py --n 10000``.
+Records: ``benchmarks/results/peers_mnist-test_<n>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import threading
+import time
+import warnings
+
+import numpy as np
+import scipy.sparse as sp
+
+from _common import DATA_DIR, matmul_gflops, peak_rss_mb, write_result  # noqa: E402
+
+GAMMA, TAU, N_COMPONENTS, N_INIT, SEED = 200.0, 0.9, 15, 20, 0
+OMP_NONZERO, OMP_THR = 5, 1e-5
+
+
+def require_spams():
+    """Import SPAMS or exit with the line that installs it."""
+    try:
+        import spams  # noqa: F401
+    except ImportError:  # pragma: no cover - depends on the environment
+        raise SystemExit("benchmarks/peers.py needs SPAMS for the reference EnSC build. Install the optional extra: "
+                         "pip install 'selfexpress[peers]'  (or: pip install spams-bin)") from None
+    return spams
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# memory: peak RSS while a block of code runs
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _rss_mb():
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
+class RssPeak:
+    """``with RssPeak() as m: ...``: ``m.peak_mb`` (largest RSS seen, sampled every 20 ms) and ``m.base_mb``."""
+
+    def __enter__(self):
+        self.base_mb = self.peak_mb = _rss_mb()
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+        return self
+
+    def _run(self):
+        while not self._stop.wait(0.02):
+            self.peak_mb = max(self.peak_mb, _rss_mb())
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._t.join()
+        self.peak_mb = max(self.peak_mb, _rss_mb())
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the reference builds (one point at a time against the whole dictionary)
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _inner_spams(Xs, y, alpha, tau):
+    spams = require_spams()
+    c = spams.lasso(np.asfortranarray(y[:, None]), D=np.asfortranarray(Xs.T), lambda1=tau * alpha,
+                    lambda2=(1.0 - tau) * alpha, numThreads=1)
+    return np.asarray(c.todense()).ravel()
+
+
+def _inner_sklearn(Xs, y, alpha, tau):
+    from sklearn.linear_model import ElasticNet
+
+    D = Xs.shape[1]
+    m = ElasticNet(alpha=alpha / D, l1_ratio=tau, fit_intercept=False, precompute=Xs @ Xs.T, tol=1e-8,
+                   max_iter=100_000, selection="cyclic")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m.fit(Xs.T, y)
+    return m.coef_
+
+
+INNER = {"spams": _inner_spams, "sklearn": _inner_sklearn}
+
+
+def reference_ensc_point(X, i, gamma, tau, inner, support_size=100, maxiter=40):
+    """One point of the reference EnSC (ORGEN active support); ``X`` float64 (N, D). Returns (cols, vals, alpha)."""
+    N = X.shape[0]
+    y = X[i]
+    coh = np.abs(X @ y)
+    coh[i] = 0.0
+    alpha = coh.max() / tau / gamma
+    others = np.flatnonzero(np.arange(N) != i)
+    if N - 1 <= support_size:
+        supp = others
+    else:
+        coh_sel = coh.copy()
+        coh_sel[i] = -1.0
+        supp = np.argpartition(-coh_sel, support_size)[:support_size]
+    best = np.inf
+    cs = np.zeros(supp.size)
+    for _ in range(maxiter):
+        Xs = X[supp]
+        cs = inner(Xs, y, alpha, tau)
+        delta = (y - cs @ Xs) / alpha
+        obj = tau * np.abs(cs).sum() + (1 - tau) / 2 * (cs ** 2).sum() + alpha / 2 * (delta ** 2).sum()
+        if best - obj < 1e-10 * best:
+            break
+        best = obj
+        g = np.abs(X @ delta)
+        g[supp] = 0.0
+        g[i] = 0.0
+        added = np.flatnonzero(g > tau + 1e-10)
+        if added.size == 0:
+            break
+        active = supp[np.abs(cs) > 1e-10]
+        if active.size > 0.8 * support_size:
+            support_size = min(round(max(active.size, support_size) * 1.1), N - 1)
+        room = support_size - active.size
+        if added.size > room:
+            added = added[np.argpartition(-g[added], room - 1)[:room]] if room > 0 else added[:0]
+        supp = np.concatenate([active, added])
+    nz = cs != 0
+    return supp[nz], cs[nz], alpha
+
+
+def reference_omp_point(X, i, n_nonzero=OMP_NONZERO, thr=OMP_THR):
+    """One point of the reference SSC-OMP (greedy selection, least squares re-fit each step)."""
+    y = X[i]
+    r = y.copy()
+    supp = []
+    stop = np.linalg.norm(y) * thr
+    c = np.zeros(0)
+    for _ in range(n_nonzero):
+        g = np.abs(X @ r)
+        g[i] = 0.0
+        supp.append(int(np.argmax(g)))
+        c = np.linalg.lstsq(X[supp].T, y, rcond=None)[0]
+        r = y - c @ X[supp]
+        if (r ** 2).sum() < stop:
+            break
+    return np.asarray(supp), c
+
+
+def run_reference(kind, X64, rows, inner=None):
+    """Run a reference build on ``rows``; returns (C restricted to those rows as (len(rows), N) CSR, alphas, s)."""
+    N = X64.shape[0]
+    ri, ci, vi, alphas = [], [], [], []
+    t0 = time.perf_counter()
+    for r, i in enumerate(rows):
+        if kind == "ensc":
+            cols, vals, a = reference_ensc_point(X64, int(i), GAMMA, TAU, INNER[inner])
+            alphas.append(a)
+        else:
+            cols, vals = reference_omp_point(X64, int(i))
+        ri.append(np.full(cols.size, r))
+        ci.append(cols)
+        vi.append(vals)
+    secs = time.perf_counter() - t0
+    C = sp.csr_matrix((np.concatenate(vi), (np.concatenate(ri), np.concatenate(ci))), shape=(len(rows), N))
+    C.sum_duplicates()
+    return C, np.asarray(alphas), secs
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# shared evaluation
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def enet_objective(X64, C_rows, rows, alpha, tau=TAU):
+    """EnSC objective of each row of ``C_rows`` (codes of points ``rows``), float64."""
+    R = X64[rows] - C_rows @ X64
+    l1 = np.asarray(abs(C_rows).sum(1)).ravel()
+    l2 = np.asarray(C_rows.multiply(C_rows).sum(1)).ravel()
+    return 0.5 * (R ** 2).sum(1) + alpha * (tau * l1 + (1 - tau) / 2 * l2)
+
+
+def cluster_all_graphs(C, y, n_clusters):
+    from selfexpress.cluster import spectral_clustering
+    from selfexpress.graph import affinity_from_coef
+    from selfexpress.metrics import evaluate
+
+    out = {}
+    for aff in ("symmetric", "knn"):
+        t0 = time.perf_counter()
+        A = affinity_from_coef(C, method=aff, n_neighbors=3)
+        lab = spectral_clustering(A, n_clusters, n_components=N_COMPONENTS, n_init=N_INIT, random_state=SEED)
+        m = evaluate(y, lab)
+        out[aff] = {"acc": m["acc"], "nmi": m["nmi"], "ari": m["ari"],
+                    "graph_spectral_seconds": round(time.perf_counter() - t0, 3)}
+    return out
+
+
+def _rel_stats(a, b):
+    """Relative differences |a - b| / |b|: max, median, share <= 1e-4."""
+    d = np.abs(a - b) / np.maximum(np.abs(b), 1e-300)
+    return {"max": float(d.max()), "median": float(np.median(d)), "share_le_1e-4": float((d <= 1e-4).mean())}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=2000, help="first n points of MNIST-test's features")
+    ap.add_argument("--budget", type=float, default=1200.0, help="seconds per reference build before sampling")
+    ap.add_argument("--sample", type=int, default=300, help="points per sampled reference build")
+    ap.add_argument("--resize", default="bilinear", choices=("bilinear", "pad"))
+    ap.add_argument("--peers", default="spams,sklearn,omp")
+    args = ap.parse_args(argv)
+    require_spams()
+    import torch
+
+    from selfexpress.features import dataset_features
+    from selfexpress.models.base import normalize_rows
+    from selfexpress.models.ensc import ElasticNetSubspaceClustering
+    from selfexpress.models.ssc_omp import SSCOMP
+
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    gflops_before = matmul_gflops()
+    Xf, yf = dataset_features("mnist-test", data_dir=str(DATA_DIR), verbose=False, resize=args.resize)
+    X = normalize_rows(np.asarray(Xf)[: args.n])
+    y = np.asarray(yf)[: args.n]
+    N = X.shape[0]
+    X64 = X.astype(np.float64)
+    n_clusters = len(np.unique(y))
+    rec = {"dataset": "mnist-test" + (f"[:{N}]" if N < len(yf) else ""), "n_samples": N,
+           "features": {"resize": args.resize, "pca": "uncentred 500 fitted on mnist-test", "unit_rows": True},
+           "params": {"gamma": GAMMA, "tau": TAU, "gamma_nz": True, "n_components": N_COMPONENTS, "n_init": N_INIT,
+                      "random_state": SEED, "omp": {"n_nonzero": OMP_NONZERO, "thr": OMP_THR},
+                      "reference_active_support": {"support_init": "knn", "support_size": 100, "maxiter": 40}},
+           "nmi_average": "geometric", "methods": {}}
+    base_rss = _rss_mb()
+    rec["rss_baseline_mb"] = round(base_rss, 1)
+
+    def record(name, secs, C, mem, extra=None):
+        r = {"coef_seconds": round(secs, 3), "peak_rss_mb": round(mem.peak_mb, 1),
+             "rss_increase_mb": round(mem.peak_mb - mem.base_mb, 1)}
+        if C is not None:
+            r["graphs"] = cluster_all_graphs(C, y, n_clusters)
+            r["nnz_per_row"] = round(C.nnz / C.shape[0], 2)
+            r["max_nnz_row"] = int(np.diff(C.tocsr().indptr).max())
+        r.update(extra or {})
+        rec["methods"][name] = r
+        g = r.get("graphs", {})
+        print(f"[{name}] {secs:.1f} s " + " ".join(f"{k}: ACC {v['acc']:.4f}" for k, v in g.items()), flush=True)
+
+    # ours: certified, restricted, SSC-OMP
+    ours = {}
+    for name, est in (
+        ("ours_ensc_certified", ElasticNetSubspaceClustering(n_clusters, gamma=GAMMA, tau=TAU, algorithm="active_set",
+                                                             normalize=False)),
+        ("ours_ensc_restricted_k50", ElasticNetSubspaceClustering(n_clusters, gamma=GAMMA, tau=TAU,
+                                                                  algorithm="restricted", support_size=50,
+                                                                  normalize=False)),
+        ("ours_ssc_omp", SSCOMP(n_clusters, n_nonzero=OMP_NONZERO, thr=OMP_THR, normalize=False)),
+    ):
+        with RssPeak() as mem:
+            t0 = time.perf_counter()
+            est.fit_coef(X)
+            secs = time.perf_counter() - t0
+        ours[name] = est.coef_.tocsr()
+        extra = {}
+        if "ensc" in name:
+            extra = {"algorithm": est.algorithm_, "guarantee": est.guarantee_,
+                     "certified_fraction": est.certified_fraction_}
+        record(name, secs, ours[name], mem, extra)
+
+    from selfexpress.models.ensc import enet_alpha
+
+    alpha_all = enet_alpha(X, GAMMA, TAU) if N <= 20000 else None
+    allrows = np.arange(N)
+    f_cert = enet_objective(X64, ours["ours_ensc_certified"], allrows, alpha_all)
+    f_restr = enet_objective(X64, ours["ours_ensc_restricted_k50"], allrows, alpha_all)
+    rec["methods"]["ours_ensc_restricted_k50"]["objective_excess_over_certified"] = {
+        "median": float(np.median((f_restr - f_cert) / f_cert)), "max": float(((f_restr - f_cert) / f_cert).max()),
+        "min": float(((f_restr - f_cert) / f_cert).min())}
+
+    rng = np.random.default_rng(0)
+    for peer in [p for p in args.peers.split(",") if p]:
+        kind, inner = ("omp", None) if peer == "omp" else ("ensc", peer)
+        name = f"reference_{'ssc_omp' if kind == 'omp' else 'ensc_' + inner}"
+        # time a few points first: run in full only if the whole would fit the budget
+        probe = rng.choice(N, size=min(20, N), replace=False)
+        _, _, tp = run_reference(kind, X64, probe, inner)
+        est_total = tp / probe.size * N
+        sampled = est_total > args.budget
+        rows = np.sort(rng.choice(N, size=min(args.sample, N), replace=False)) if sampled else allrows
+        with RssPeak() as mem:
+            C_rows, alphas, secs = run_reference(kind, X64, rows, inner)
+        extra = {"sampled": bool(sampled), "points_run": int(rows.size),
+                 "probe_seconds_per_point": round(tp / probe.size, 4)}
+        if sampled:
+            extra["extrapolated_coef_seconds"] = round(secs / rows.size * N, 1)
+        total = secs / rows.size * N
+        if kind == "ensc":
+            f_ref = enet_objective(X64, C_rows, rows, alphas)
+            extra["alpha_max_rel_diff_vs_ours"] = float(np.max(np.abs(alphas - alpha_all[rows]) / alpha_all[rows]))
+            extra["objective_certified_vs_reference"] = _rel_stats(f_cert[rows], f_ref)
+            extra["objective_reference_minus_certified_rel"] = {
+                "median": float(np.median((f_ref - f_cert[rows]) / f_ref)),
+                "max": float(((f_ref - f_cert[rows]) / f_ref).max()),
+                "min": float(((f_ref - f_cert[rows]) / f_ref).min())}
+            Cc = ours["ours_ensc_certified"][rows]
+            extra["coef_max_abs_diff_vs_certified"] = float(abs(Cc - C_rows).max())
+            extra["coef_max_abs"] = float(abs(C_rows).max())
+            for ours_name in ("ours_ensc_certified", "ours_ensc_restricted_k50"):
+                extra[f"time_ratio_vs_{ours_name}"] = round(
+                    total / rec["methods"][ours_name]["coef_seconds"], 2)
+        else:
+            extra["time_ratio_vs_ours_ssc_omp"] = round(total / rec["methods"]["ours_ssc_omp"]["coef_seconds"], 2)
+            Co = ours["ours_ssc_omp"][rows]
+            extra["coef_max_abs_diff_vs_ours"] = float(abs(Co - C_rows).max())
+        record(name, secs, None if sampled else C_rows, mem, extra)
+        if not sampled and kind == "ensc":
+            g_ref, g_c = rec["methods"][name]["graphs"], rec["methods"]["ours_ensc_certified"]["graphs"]
+            g_r = rec["methods"]["ours_ensc_restricted_k50"]["graphs"]
+            for aff in g_ref:
+                extra_acc = {"acc_lost_certified": round(g_ref[aff]["acc"] - g_c[aff]["acc"], 4),
+                             "acc_lost_restricted": round(g_ref[aff]["acc"] - g_r[aff]["acc"], 4)}
+                rec["methods"][name].setdefault("acc_points_lost_by_ours", {})[aff] = extra_acc
+    gflops_after = matmul_gflops()
+    rec["matmul_gflops"] = {"before": gflops_before, "after": gflops_after,
+                            "mean": round((gflops_before + gflops_after) / 2, 1)}
+    rec["peak_rss_mb"] = round(peak_rss_mb(), 1)
+    write_result(f"peers_mnist-test_{N}" + ("" if args.resize == "bilinear" else f"_{args.resize}"), rec)
+
+
+if __name__ == "__main__":
+    main()
