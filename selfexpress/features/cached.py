@@ -89,8 +89,9 @@ def _load_cached(path: Path, shape, verbose):
 
 
 def _features(parts, label, n_components, normalize, center, cache_dir, verbose, J, L, batch_size, shape,
-              resize, return_model):
-    """parts: list of (split label, images). Returns (Z, model_or_None, timings)."""
+              resize, return_model, device=None):
+    """parts: list of (split label, images). Returns (Z, model_or_None, timings). ``device``: where the scattering
+    and the projection run (None / "auto": CUDA when available; the PCA fit itself is float64 on the CPU)."""
     if cache_dir is False:
         cache_dir = None
     elif cache_dir is None:
@@ -130,12 +131,12 @@ def _features(parts, label, n_components, normalize, center, cache_dir, verbose,
 
     S_parts = []
     for (plabel, im), k, h in zip(parts, part_keys, part_hashes):
-        S, _ = _cached_scattering(im, plabel, cache_dir, params, key_params, k, h, verbose, timings)
+        S, _ = _cached_scattering(im, plabel, cache_dir, params, key_params, k, h, verbose, timings, device)
         S_parts.append(S)
     _say(f"PCA of {label}: {n} x {dim} -> {n_components} (center={bool(center)})", verbose)
     t0 = time.perf_counter()
     model = PCAUncentred(n_components=n_components, center=bool(center)).fit(S_parts)
-    Z = _project(model, S_parts, normalize)
+    Z = _project(model, S_parts, normalize, device)
     sec = time.perf_counter() - t0
     timings["pca"] = round(sec, 3)
     _say(f"PCA {label}: {sec:.1f} s", verbose)
@@ -152,9 +153,15 @@ def _features(parts, label, n_components, normalize, center, cache_dir, verbose,
     return Z, (model if return_model else None), timings
 
 
-def _project(model, S_parts, normalize):
+def _project(model, S_parts, normalize, device=None):
     """Features of scattering rows: the PCA projection (float32), then unit rows. One code path for the
-    training features and for every later transform, so both are bit-identical for the same images."""
+    training features and for every later transform, so both are bit-identical for the same images.
+    On a CUDA ``device`` the projection runs there (float32, same formula); on the CPU it is numpy's, unchanged."""
+    from .._device import resolve_device
+
+    dev = resolve_device(device)
+    if dev.type != "cpu":
+        return _project_torch(model, S_parts, normalize, dev)
     Z = model.transform(S_parts)
     if normalize:
         norms = np.linalg.norm(Z, axis=1, keepdims=True)
@@ -162,7 +169,33 @@ def _project(model, S_parts, normalize):
     return Z
 
 
-def _transform_parts(parts, components, mean, normalize, cache_dir, verbose, J, L, batch_size, shape, resize):
+def _project_torch(model, S_parts, normalize, dev, block=8192):
+    """:func:`_project` on a torch device: ``(S - mean) @ components_.T`` in float32 blocks, then unit rows."""
+    import torch
+
+    if dev.type == "meta":
+        raise ValueError("the feature projection needs a device with memory ('auto', 'cpu' or 'cuda'), not 'meta'")
+    V = torch.as_tensor(np.ascontiguousarray(model.components_.T, dtype=np.float32), device=dev)
+    mean = None if model.mean_ is None else torch.as_tensor(np.asarray(model.mean_, dtype=np.float32), device=dev)
+    out = np.empty((sum(np.shape(s)[0] for s in S_parts), V.shape[1]), dtype=np.float32)
+    pos = 0
+    with torch.inference_mode():
+        for S in S_parts:
+            for r0 in range(0, np.shape(S)[0], block):
+                b = torch.as_tensor(np.ascontiguousarray(S[r0:r0 + block], dtype=np.float32), device=dev)
+                if mean is not None:
+                    b = b - mean
+                z = b @ V
+                if normalize:
+                    nrm = z.norm(dim=1, keepdim=True)
+                    z = z / torch.where(nrm > 0, nrm, torch.ones_like(nrm))
+                out[pos:pos + z.shape[0]] = z.cpu().numpy()
+                pos += z.shape[0]
+    return out
+
+
+def _transform_parts(parts, components, mean, normalize, cache_dir, verbose, J, L, batch_size, shape, resize,
+                     device=None):
     """Features of images ``parts`` ([(label, images)]) on a fitted basis; returns ``(Z, timings)``.
 
     The scattering goes through the same on-disk cache as :func:`_features` (by image hash)."""
@@ -179,17 +212,17 @@ def _transform_parts(parts, components, mean, normalize, cache_dir, verbose, J, 
         h = image_hash(im)
         k = _key({"kind": "scattering", "images_sha256": h, "n": int(np.asarray(im).shape[0]), **key_params,
                   "feature_version": FEATURE_VERSION})
-        S, _ = _cached_scattering(im, plabel, cache_dir, params, key_params, k, h, verbose, timings)
+        S, _ = _cached_scattering(im, plabel, cache_dir, params, key_params, k, h, verbose, timings, device)
         S_parts.append(S)
     t0 = time.perf_counter()
     model = PCAUncentred(n_components=components.shape[0], center=mean is not None)
     model.components_, model.mean_, model.n_features_in_ = components, mean, components.shape[1]
-    Z = _project(model, S_parts, normalize)
+    Z = _project(model, S_parts, normalize, device)
     timings["projection"] = round(time.perf_counter() - t0, 3)
     return Z, timings
 
 
-def _cached_scattering(images, label, cache_dir, params, key_params, key, img_hash, verbose, timings):
+def _cached_scattering(images, label, cache_dir, params, key_params, key, img_hash, verbose, timings, device=None):
     """Scattering of one split: from the cache if present, else computed and stored."""
     n = np.asarray(images).shape[0]
     dim = scattering_output_dim(params["J"], params["L"], tuple(params["shape"]))
@@ -206,7 +239,7 @@ def _cached_scattering(images, label, cache_dir, params, key_params, key, img_ha
     _say(f"computing scattering of {label} ({n} images)", verbose)
     t0 = time.perf_counter()
     S = scattering_features(images, J=params["J"], L=params["L"], batch_size=params["batch_size"],
-                            verbose=verbose, shape=tuple(params["shape"]), resize=params["resize"])
+                            verbose=verbose, shape=tuple(params["shape"]), resize=params["resize"], device=device)
     sec = time.perf_counter() - t0
     timings[f"scattering:{label}"] = round(sec, 3)
     _say(f"scattering {label}: {sec:.1f} s", verbose)
@@ -245,7 +278,7 @@ def _load_model(hit: Path, k, d, center, verbose):
 
 def scattering_pca(images, n_components=500, normalize=True, center=False, cache_dir=None, cache_key=None,
                    verbose=True, *, J=3, L=8, batch_size=1000, shape=(32, 32), resize="bilinear",
-                   return_model=False, key=None):
+                   return_model=False, key=None, device=None):
     """Scattering features -> PCA to ``n_components`` -> unit-l2 rows (``normalize``), cached on disk.
 
     ``images``: ``(n, H, W)`` uint8 or float in [0, 1] (see :func:`scattering_features`).
@@ -255,12 +288,13 @@ def scattering_pca(images, n_components=500, normalize=True, center=False, cache
     for the cache files (lookups use a hash of the images and parameters, never the label alone);
     ``key`` is an alias of ``cache_key``.
     Returns ``(n, n_components)`` float32, or ``(Z, model)`` with ``return_model`` (a fitted
-    :class:`PCAUncentred` to project scattering features of new images).
+    :class:`PCAUncentred` to project scattering features of new images). ``device``: where the scattering and
+    the projection run (None / "auto": CUDA when available, else the CPU).
     """
     cache_key = cache_key if cache_key is not None else key
     arr = _check_images(images)
     Z, model, _ = _features([(cache_key or "images", arr)], cache_key or "images", n_components, normalize, center,
-                            cache_dir, verbose, J, L, batch_size, shape, resize, return_model)
+                            cache_dir, verbose, J, L, batch_size, shape, resize, return_model, device)
     return (Z, model) if return_model else Z
 
 
@@ -269,7 +303,7 @@ _SPLIT_SUFFIX = re.compile(r"-(full|train|test)$")
 
 def dataset_features(name, data_dir=None, n_components=500, cache_dir=None, verbose=True, *, center=None,
                      normalize=True, download=False, return_timings=False, resize="bilinear", basis=None,
-                     return_transform=False):
+                     return_transform=False, device=None):
     """``(X, labels)``: scattering + PCA features of a named image dataset (see ``load_dataset``).
 
     The scattering is computed (and cached) once per official split, so ``mnist-train``,
@@ -280,6 +314,8 @@ def dataset_features(name, data_dir=None, n_components=500, cache_dir=None, verb
     ``center`` defaults to ``True`` for EMNIST datasets (SENet's setting) and ``False`` otherwise.
     ``return_timings`` adds the seconds per stage (``scattering_load:*`` / ``features_load`` mark cache
     hits); ``return_transform`` adds the fitted (or given) transform: ``(X, labels[, timings][, transform])``.
+    ``device``: where the scattering and the projection run (None: the basis's ``device``, else "auto" = CUDA when
+    available, else the CPU); it does not change the cache keys or the fingerprint.
     """
     from ..data.datasets import load_dataset
     from .transform import ScatteringPCA
@@ -295,13 +331,14 @@ def dataset_features(name, data_dir=None, n_components=500, cache_dir=None, verb
     if basis is not None:
         Z, timings = _transform_parts(parts, basis.components_, basis.mean_, bool(basis.normalize), cache_dir,
                                       verbose, int(basis.J), int(basis.L), int(basis.batch_size),
-                                      tuple(basis.shape), basis.resize)
+                                      tuple(basis.shape), basis.resize,
+                                      device=device if device is not None else getattr(basis, "device", None))
         ft = basis
     else:
         if center is None:
             center = name.startswith("emnist")
         ft = ScatteringPCA(n_components=n_components, center=center, normalize=normalize, resize=resize,
-                           cache_dir=cache_dir, verbose=verbose)
+                           cache_dir=cache_dir, verbose=verbose, device="auto" if device is None else device)
         Z = ft._fit_transform_parts(parts, name)
         timings = ft.timings_
     out = (Z, ds.labels) + ((timings,) if return_timings else ()) + ((ft,) if return_transform else ())

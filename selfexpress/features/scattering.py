@@ -22,7 +22,7 @@ import numpy as np
 
 __all__ = ["scattering_features", "scattering_output_dim", "prepare_images"]
 
-_SCATTERING = {}  # (J, L, shape) -> ScatteringTorch2D (filters are built once per process)
+_SCATTERING = {}  # (J, L, shape, device) -> ScatteringTorch2D (filters are built once per process and device)
 
 
 def scattering_output_dim(J=3, L=8, shape=(32, 32)) -> int:
@@ -31,14 +31,18 @@ def scattering_output_dim(J=3, L=8, shape=(32, 32)) -> int:
     return channels * (shape[0] // 2**J) * (shape[1] // 2**J)
 
 
-def _get_scattering(J, L, shape):
-    key = (J, L, tuple(shape))
+def _get_scattering(J, L, shape, device=None):
+    import torch
+
+    device = torch.device("cpu") if device is None else device
+    key = (J, L, tuple(shape), str(device))
     if key not in _SCATTERING:
         # `import kymatio.torch` pulls in the 3-D frontend, which imports scipy.special.sph_harm (removed in
         # recent scipy); the 2-D torch frontend alone imports cleanly.
         from kymatio.scattering2d.frontend.torch_frontend import ScatteringTorch2D
 
-        _SCATTERING[key] = ScatteringTorch2D(J=J, shape=tuple(shape), L=L)
+        S = ScatteringTorch2D(J=J, shape=tuple(shape), L=L)
+        _SCATTERING[key] = S if device.type == "cpu" else S.to(device)  # its filters are buffers
     return _SCATTERING[key]
 
 
@@ -96,14 +100,16 @@ def prepare_images(images, shape=(32, 32), resize="bilinear"):
 
 
 def scattering_features(images, J=3, L=8, batch_size=1000, verbose=True, *, shape=(32, 32),
-                        resize="bilinear", normalize_maps=True):
+                        resize="bilinear", normalize_maps=True, device=None):
     """Scattering features ``(n, 3472)`` float32 of grey-scale images ``(n, H, W)``.
 
     ``images``: ``uint8`` (0..255) or float in [0, 1], any size (resized to ``shape``, default 32x32
     as in the reference).  Order-2 scattering ``Scattering2D(J, shape, L)`` gives
     ``(n, 217, 4, 4)``; with ``normalize_maps`` each of the 217 maps of each image is divided by its
     own max |.| (an all-zero map stays zero) and the result is flattened.  Runs in batches of
-    ``batch_size`` with a progress bar when ``verbose``.
+    ``batch_size`` with a progress bar when ``verbose``. ``device``: where the scattering runs ("auto" or None:
+    CUDA when available, else the CPU; see :func:`selfexpress._device.resolve_device`); the images are
+    prepared on the CPU and the features come back as a numpy array.
     """
     import torch
     from tqdm.auto import tqdm
@@ -114,17 +120,24 @@ def scattering_features(images, J=3, L=8, batch_size=1000, verbose=True, *, shap
     n = arr.shape[0]
     if min(shape) < 2**J:
         raise ValueError(f"shape {shape} is too small for J={J} (needs at least {2**J} pixels per side)")
-    S = _get_scattering(J, L, shape)
+    from .._device import resolve_device
+
+    dev = resolve_device(device)
+    if dev.type == "meta":
+        raise ValueError("scattering features need a device with memory ('auto', 'cpu' or 'cuda'), not 'meta'")
+    S = _get_scattering(J, L, shape, dev)
     out = np.empty((n, scattering_output_dim(J, L, shape)), dtype=np.float32)
     with torch.inference_mode(), tqdm(total=n, desc="scattering", unit="img", disable=not verbose,
                                       file=sys.stderr) as bar:
         for start in range(0, n, batch_size):
             stop = min(start + batch_size, n)
             x = prepare_images(arr[start:stop], shape=shape, resize=resize).contiguous()
+            if dev.type != "cpu":
+                x = x.to(dev, non_blocking=True)
             s = S(x)  # (b, C, H/2^J, W/2^J)
             if normalize_maps:
                 m = s.abs().amax(dim=(2, 3), keepdim=True)
                 s = s / torch.where(m > 0, m, torch.ones_like(m))
-            out[start:stop] = s.reshape(stop - start, -1).numpy()
+            out[start:stop] = s.reshape(stop - start, -1).cpu().numpy()
             bar.update(stop - start)
     return out

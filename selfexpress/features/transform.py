@@ -19,6 +19,7 @@ import json
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 
+from .._device import resolve_device
 from .cached import FEATURE_VERSION, _features, _transform_parts
 from .scattering import _check_images, scattering_output_dim
 
@@ -61,6 +62,10 @@ class ScatteringPCA(TransformerMixin, BaseEstimator):
         (``$SELFEXPRESS_CACHE_DIR`` or ``~/.cache/selfexpress/features``), False = no cache.
     verbose : bool, default=False
         Progress bars and cache messages on stderr.
+    device : str or torch.device, default="auto"
+        Where the scattering and the projection run: "auto" (CUDA when available, else the CPU), "cpu",
+        "cuda[:N]" (:func:`selfexpress._device.resolve_device`). Not part of the fingerprint; on the CPU the
+        features are the same as without it.
 
     Attributes
     ----------
@@ -83,7 +88,7 @@ class ScatteringPCA(TransformerMixin, BaseEstimator):
     """
 
     def __init__(self, n_components=500, *, J=3, L=8, shape=(32, 32), resize="bilinear", center=False,
-                 normalize=True, batch_size=1000, cache_dir=None, verbose=False):
+                 normalize=True, batch_size=1000, cache_dir=None, verbose=False, device="auto"):
         self.n_components = n_components
         self.J = J
         self.L = L
@@ -94,6 +99,7 @@ class ScatteringPCA(TransformerMixin, BaseEstimator):
         self.batch_size = batch_size
         self.cache_dir = cache_dir
         self.verbose = verbose
+        self.device = device
 
     # ------------------------------------------------------------------ parameters
     def _settings(self):
@@ -145,12 +151,14 @@ class ScatteringPCA(TransformerMixin, BaseEstimator):
         Used by :func:`selfexpress.features.dataset_features`, whose splits are cached separately.
         """
         settings = self._settings()
+        resolve_device(self.device)  # a bad device fails here, also when every feature comes from the cache
         shapes = {tuple(np.asarray(im).shape[1:]) for _, im in parts}
         if len(shapes) != 1:
             raise ValueError(f"all images must have the same size, got {sorted(shapes)}")
         Z, pca, timings = _features(parts, label, settings["n_components"], settings["normalize"],
                                     settings["center"], self.cache_dir, self.verbose, settings["J"], settings["L"],
-                                    int(self.batch_size), tuple(settings["shape"]), settings["resize"], True)
+                                    int(self.batch_size), tuple(settings["shape"]), settings["resize"], True,
+                                    device=self.device)
         self.components_ = np.ascontiguousarray(pca.components_, dtype=np.float64)
         self.mean_ = None if pca.mean_ is None else np.ascontiguousarray(pca.mean_, dtype=np.float64)
         self.eigenvalues_ = None if getattr(pca, "eigenvalues_", None) is None else np.asarray(pca.eigenvalues_)
@@ -171,9 +179,10 @@ class ScatteringPCA(TransformerMixin, BaseEstimator):
             raise ValueError(f"images are {arr.shape[1]}x{arr.shape[2]}, but this feature transform was fitted "
                              f"on {self.image_shape_[0]}x{self.image_shape_[1]} images")
         s = self._settings()
+        resolve_device(self.device)
         Z, self.timings_ = _transform_parts([("images", arr)], self.components_, self.mean_, s["normalize"],
                                             self.cache_dir, self.verbose, s["J"], s["L"], int(self.batch_size),
-                                            tuple(s["shape"]), s["resize"])
+                                            tuple(s["shape"]), s["resize"], device=self.device)
         return Z
 
     def accepts_images(self, X):
@@ -282,8 +291,8 @@ class ScatteringPCA(TransformerMixin, BaseEstimator):
         return save_model_file(path, tensors, config, kind=TRANSFORM_KIND)
 
     @classmethod
-    def load(cls, path, *, cache_dir=None, verbose=False):
-        """Load a transform written by :meth:`save`, or the one stored inside a model file."""
+    def load(cls, path, *, cache_dir=None, verbose=False, device="auto"):
+        """Load a transform written by :meth:`save`, or the one stored inside a model file (to run on ``device``)."""
         from ..io import load_model_file, read_model_kind
 
         kind = read_model_kind(path)
@@ -297,7 +306,7 @@ class ScatteringPCA(TransformerMixin, BaseEstimator):
                                  "given directly, or saved by an older version)")
         else:
             ft = cls.from_state(tensors, config, source=str(path))
-        ft.cache_dir, ft.verbose = cache_dir, verbose
+        ft.cache_dir, ft.verbose, ft.device = cache_dir, verbose, device
         return ft
 
 

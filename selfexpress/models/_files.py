@@ -22,7 +22,7 @@ def config_params(estimator, weights_params=()):
     for k, v in estimator.get_params().items():
         if k in weights_params:
             v = None
-        elif k == "checkpoint_dir":
+        elif k in ("checkpoint_dir", "device"):  # a path / torch.device as a string
             v = None if v is None else str(v)
         elif isinstance(v, tuple):
             v = list(v)
