@@ -47,6 +47,26 @@ class _MethodChoices:
         return iter(self._names())
 
 
+DEVICE_HELP = ("where the torch stages run: auto (default: CUDA when torch sees a GPU, else the CPU), cpu, cuda or "
+               "cuda:N; cuda without a CUDA build of torch is refused (README, section GPU)")
+
+
+def _device_arg(args):
+    """``--device`` resolved to a string ("cpu", "cuda:0"), or None when not given (the estimators' "auto").
+
+    A device that cannot be used here (cuda without CUDA, a typo) is a ValueError: one line, exit status 2.
+    TF32 matmuls are allowed on CUDA unless ``SELFEXPRESS_TF32=0`` (:func:`selfexpress._device.configure_tf32`).
+    """
+    from ._device import configure_tf32, resolve_device
+
+    given = getattr(args, "device", None)
+    dev = resolve_device("auto" if given is None else given)
+    if dev.type == "meta":
+        raise ValueError("--device meta holds no values; choose auto, cpu, cuda or cuda:N")
+    configure_tf32(device=dev)
+    return None if given is None else str(dev)
+
+
 DESCRIPTION = ("Scalable subspace clustering with self-expression: SENet, EnSC, SSC-OMP, NCSC, SSCN, DSC-Net and "
                "the energy-based LDRSC (`selfexpress cluster --help` lists the --method names), plus k-means and "
                "spectral baselines.")
@@ -98,6 +118,7 @@ def build_parser():
                    help="SENet coefficient stage: in-process blocks, Dask tasks, or faiss candidate search")
     m.add_argument("--dask-address", help="scheduler address for --backend dask (default: a local 2-worker cluster)")
     m.add_argument("--random-state", type=int, default=0)
+    m.add_argument("--device", metavar="DEVICE", help=DEVICE_HELP)
     out = c.add_argument_group("output")
     out.add_argument("--output", type=Path, help="folder for labels.npy and metrics.json")
     out.add_argument("--save-model", type=Path,
@@ -108,13 +129,42 @@ def build_parser():
                           "methods with a coefficient matrix C only (it says so when it writes nothing)")
     out.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
-    pr = sub.add_parser("predict", help="label new points with a saved SENet, SSCN or NCSC model")
-    pr.add_argument("--model", type=Path, required=True)
-    pr.add_argument("--input", type=Path)
-    pr.add_argument("--dataset", help="built-in dataset name instead of --input")
-    pr.add_argument("--labels", type=Path)
-    pr.add_argument("--data-dir", type=Path)
-    pr.add_argument("--output", type=Path)
+    pr = sub.add_parser("predict", help="label new points with a saved SENet, NCSC, SSCN or energy model",
+                        description="Label points the model never saw. A model fitted on scattering features keeps "
+                                    "its feature transform: give it raw images (--dataset or --input images.npy) and "
+                                    "they are mapped into its training basis; feature vectors given with --input "
+                                    "must come from that basis (`selfexpress features --basis-from MODEL`).")
+    pr.add_argument("--model", type=Path, required=True, help="model file saved by `cluster --save-model`")
+    pr.add_argument("--input", type=Path, help="file of images or feature vectors, one per row (.npy, .csv, .mat, idx)")
+    pr.add_argument("--dataset", help="built-in dataset name instead of --input (raw images through the model's "
+                                      "own feature transform)")
+    pr.add_argument("--labels", type=Path, help="optional ground-truth labels file for the metrics")
+    pr.add_argument("--data-dir", type=Path, help="folder with the dataset files (e.g. ../shared/data)")
+    pr.add_argument("--cache-dir", type=Path, help="feature cache folder")
+    pr.add_argument("--output", type=Path, help="folder for labels.npy and metrics.json")
+    pr.add_argument("--device", metavar="DEVICE", help=DEVICE_HELP + "; the model loads there, whatever device it "
+                    "was saved from")
+
+    fe = sub.add_parser("features", help="make scattering + PCA features of images (to cluster or to predict)",
+                        description="Scattering (J=3, L=8) + uncentred PCA + unit rows of grey-scale images. Writes "
+                                    "the features (.npy), a sidecar .json naming the basis (fingerprint) and the "
+                                    "fitted transform (<output stem>-transform.safetensors/.json). Without --basis-from a "
+                                    "new basis is fitted on the images; with it, the images are projected on a "
+                                    "saved model's (or features file's) basis, so a model can label them.")
+    fsrc = fe.add_mutually_exclusive_group(required=True)
+    fsrc.add_argument("--dataset", help="built-in image dataset name (mnist-test, fashion-mnist-full, ...)")
+    fsrc.add_argument("--input", type=Path, help="file of grey-scale images: (n, H, W) .npy, idx, or (n, 784) rows")
+    fe.add_argument("--output", type=Path, required=True, help="features file to write (.npy)")
+    fe.add_argument("--basis-from", type=Path, help="a saved model, a saved transform, or a features .npy made by "
+                                                    "this command: reuse its basis instead of fitting one")
+    fe.add_argument("--n-components", type=int, default=500, help="feature dimension of a new basis (default 500)")
+    fe.add_argument("--resize", choices=["bilinear", "pad"], default="bilinear",
+                    help="how images become 32x32 for a new basis: bilinear resize (the SENet reference, default) "
+                         "or zero padding")
+    fe.add_argument("--data-dir", type=Path, help="folder with the dataset files (e.g. ../shared/data)")
+    fe.add_argument("--cache-dir", type=Path, help="feature cache folder")
+    fe.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    fe.add_argument("--device", metavar="DEVICE", help=DEVICE_HELP + " (scattering and projection)")
 
     ds = sub.add_parser("datasets", help="list the built-in datasets and which are present locally")
     ds.add_argument("--data-dir", type=Path, help="folder with the dataset files (default: $SELFEXPRESS_DATA_DIR or "
@@ -132,7 +182,7 @@ def _cmd_cluster(args):
         "hidden_sizes": args.hidden_sizes, "embed_dim": args.embed_dim, "n_nonzero": args.n_nonzero,
         "affinity": args.affinity, "n_components": args.n_components, "n_train": args.n_train,
         "support_size": args.support_size, "max_rounds": args.max_rounds,
-        "backend": args.backend,
+        "backend": args.backend, "device": _device_arg(args),
         "backend_options": {"dask_address": args.dask_address} if args.dask_address else None,
     }
     # Launched by torchrun (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT set): join the gloo process group, so SENet
@@ -195,15 +245,14 @@ def _check_can_save(method):
 def _cmd_predict(args):
     from .io import atomic_save_npy, atomic_write_json
     from .metrics import evaluate
-    from .pipeline import load_input
 
-    model = _load_model(args.model)
-    if args.input is None and args.dataset is None:
-        raise ValueError("give --input FILE or --dataset NAME")
-    # SSCN / NCSC / energy models read raw pixels in [0, 1] unless fitted on feature vectors ("linear"); SENet features
-    raw = type(model).__name__ in ("SSCN", "NCSC", "EnergySubspaceClustering")
-    raw = raw and getattr(model, "architecture_", "conv") != "linear"
-    X, y, _ = load_input(args.dataset, args.input, args.labels, args.data_dir, raw=raw)
+    device = _device_arg(args)
+    model = _load_model(args.model, device)
+    if device is not None and getattr(model, "feature_transform_", None) is not None:
+        model.feature_transform_.device = device
+    if (args.input is None) == (args.dataset is None):
+        raise ValueError("give exactly one of --input FILE or --dataset NAME")
+    X, y = _predict_input(model, args)
     labels = model.predict(X)
     print(f"predicted {len(labels)} points")
     metrics = evaluate(y, labels) if y is not None else {}
@@ -216,8 +265,116 @@ def _cmd_predict(args):
     return 0
 
 
-def _load_model(path):
-    """Load a saved model, choosing the class from the kind recorded in its JSON (the registry's model-file kinds)."""
+def _predict_input(model, args):
+    """``(X, y)`` for ``predict``: raw pixels for pixel models, features in the model's training basis otherwise.
+
+    Never re-bases silently: a dataset is mapped through the model's stored transform (refused without one);
+    feature vectors from a file are checked against the fingerprint of their sidecar."""
+    from .features import read_features_sidecar
+    from .pipeline import _read_points, load_input
+
+    ft = getattr(model, "feature_transform_", None)
+    pixels = getattr(model, "architecture_", None) == "conv" or type(model).__name__ == "EnergySubspaceClustering"
+    if pixels:
+        X, y, _ = load_input(args.dataset, args.input, args.labels, args.data_dir, raw=True)
+        return X, y
+    if args.dataset is not None:
+        if ft is None and args.dataset not in ("synthetic", "digits"):
+            raise ValueError(f"model {args.model} holds no feature transform, so the basis of its training features "
+                             f"is unknown and the features of {args.dataset!r} cannot be put in it (a new basis would "
+                             "give wrong labels without any error). Save the model with this version "
+                             "(`selfexpress cluster --dataset ... --save-model`), or give --input FEATURES.npy made in "
+                             "its training basis")
+        X, y, _ = load_input(args.dataset, None, args.labels, args.data_dir, args.cache_dir, feature_transform=ft,
+                             verbose=False)
+        return X, y
+    points = _read_points(args.input)
+    if ft is not None and ft.accepts_images(points):
+        X, y, _ = load_input(input_path=args.input, labels_path=args.labels, cache_dir=args.cache_dir,
+                             feature_transform=ft)
+        return X, y
+    side = read_features_sidecar(args.input)
+    if ft is not None and side is None:
+        print(f"selfexpress: warning: {args.input} holds feature vectors with no record of their basis; this model "
+              f"was trained in basis {ft.fingerprint_} and their labels are only right if they were made in it. Make "
+              f"them with `selfexpress features --basis-from {args.model}`, or give raw images", file=sys.stderr)
+    elif ft is not None and side.get("fingerprint") != ft.fingerprint_:
+        raise ValueError(f"{args.input} was made in feature basis {side.get('fingerprint')}, but model {args.model} "
+                         f"was trained in basis {ft.fingerprint_}: its labels would be wrong. Make the features with "
+                         f"`selfexpress features --basis-from {args.model}`, or give the raw images")
+    elif ft is None and side is not None:
+        print(f"selfexpress: warning: {args.input} was made in feature basis {side.get('fingerprint')}, but model "
+              f"{args.model} holds no feature transform to check it against", file=sys.stderr)
+    X, y, _ = load_input(input_path=args.input, labels_path=args.labels)
+    return X, y
+
+
+def _cmd_features(args):
+    from .features import ScatteringPCA, features_sidecar, read_features_sidecar
+    from .io import atomic_save_npy, read_model_kind
+    from .pipeline import load_input
+
+    if args.output.suffix != ".npy":
+        raise ValueError(f"--output must be a .npy file, got {args.output}")
+    if args.n_components < 1:
+        raise ValueError(f"--n-components must be positive, got {args.n_components}")
+    device = _device_arg(args) or "auto"
+    basis = None
+    if args.basis_from is not None:
+        src = args.basis_from
+        side = read_features_sidecar(src) if src.suffix == ".npy" else None
+        if side is not None:
+            src = src.parent / side["transform_file"]
+        elif src.suffix == ".npy":
+            raise ValueError(f"{src} has no sidecar .json naming its basis (only features made by "
+                             "`selfexpress features` carry one); give a model file instead")
+        elif read_model_kind(src) is None:
+            raise ValueError(f"--basis-from {args.basis_from}: no such model, transform or features file")
+        basis = ScatteringPCA.load(src, cache_dir=args.cache_dir, verbose=not args.quiet, device=device)
+    t0 = time.perf_counter()
+    if args.dataset is not None:
+        if basis is None:
+            from .features import dataset_features
+
+            X, y, basis = dataset_features(args.dataset, data_dir=args.data_dir, n_components=args.n_components,
+                                           cache_dir=args.cache_dir, verbose=not args.quiet, resize=args.resize,
+                                           return_transform=True, device=device)
+        else:
+            X, y, _, basis = load_input(args.dataset, data_dir=args.data_dir, cache_dir=args.cache_dir,
+                                        verbose=not args.quiet, feature_transform=basis, return_transform=True)
+    else:
+        images, y = _images_of(args.input), None
+        if basis is None:
+            basis = ScatteringPCA(n_components=args.n_components, resize=args.resize, cache_dir=args.cache_dir,
+                                  verbose=not args.quiet, device=device)
+            X = basis.fit_transform(images)
+        elif basis.accepts_images(images):
+            X = basis.transform(images)
+        else:
+            H, W = basis.image_shape_
+            raise ValueError(f"{args.input} holds an array of shape {images.shape}, not the {H}x{W} images that the "
+                             f"basis of {args.basis_from} was fitted on")
+    atomic_save_npy(args.output, X)
+    tbase = args.output.with_name(args.output.stem + "-transform")
+    basis.save(tbase)
+    side = features_sidecar(args.output, basis, args.dataset or args.input, transform_file=tbase.name)
+    msg = f"wrote {args.output} ({X.shape[0]} x {X.shape[1]}, basis {basis.fingerprint_}), {side} and {tbase}.*"
+    if y is not None:
+        atomic_save_npy(args.output.with_name(args.output.stem + ".labels.npy"), y)
+        msg += f" and {args.output.stem}.labels.npy"
+    print(f"{msg} in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+def _images_of(path):
+    from .pipeline import _read_points
+
+    return np.asarray(_read_points(path))
+
+
+def _load_model(path, device=None):
+    """Load a saved model, choosing the class from the kind recorded in its JSON (the registry's model-file kinds),
+    onto ``device`` (None: "auto", CUDA when available, else the CPU; never the device it was saved from)."""
     from .models import get_method, method_for_model_kind
 
     kind = None
@@ -229,7 +386,7 @@ def _load_model(path):
         pass  # the loader below reports missing or malformed files (deeply nested JSON included)
     cls = method_for_model_kind(kind) if isinstance(kind, str) else None
     # unknown or missing kind: SENet's loader reports what is wrong with the file
-    return (cls or get_method("senet")).load(path)
+    return (cls or get_method("senet")).load(path, device=device)
 
 
 def _cmd_datasets(args):
@@ -259,7 +416,8 @@ def main(argv=None):
     if args.command is None:
         parser.print_help()
         return 2
-    handler = {"cluster": _cmd_cluster, "predict": _cmd_predict, "datasets": _cmd_datasets}[args.command]
+    handler = {"cluster": _cmd_cluster, "predict": _cmd_predict, "features": _cmd_features,
+               "datasets": _cmd_datasets}[args.command]
     try:
         return handler(args)
     except (ValueError, FileNotFoundError, PermissionError, KeyError) as exc:

@@ -58,6 +58,8 @@ def method_names():
 
 
 def dataset_family(name):
+    if name == "file:images":  # a user's file of images turned into scattering features
+        return "image"
     return "synthetic" if name in (None, "synthetic", "digits") or name.startswith("file:") else "image"
 
 
@@ -92,7 +94,8 @@ class RunResult:
 
 
 def load_input(dataset="synthetic", input_path=None, labels_path=None, data_dir=None, cache_dir=None,
-               n_components=500, random_state=0, verbose=False, raw=False):
+               n_components=500, random_state=0, verbose=False, raw=False, *, return_transform=False,
+               feature_transform=None, image_features=False, device=None):
     """Return ``(X, y, n_clusters_hint)`` for a built-in dataset name or a user file.
 
     ``dataset``: ``synthetic`` (5 subspaces of dim 6 in R^15, 200 points each, senet.txt §4.1),
@@ -102,24 +105,100 @@ def load_input(dataset="synthetic", input_path=None, labels_path=None, data_dir=
     optionally gives ground truth for the metrics.
     ``raw=True`` (methods in :data:`RAW_INPUT_METHODS`): an image dataset's pixels flattened to
     ``(n, H*W[*C])`` float32 and scaled to [0, 1] (uint8 / 255), instead of features.
-    """
-    if input_path is not None:
-        from .data import load_array, load_idx, load_labels, load_mat
 
-        path = str(input_path)
-        if path.endswith(".mat"):
-            X = load_mat(path)
-        elif "idx" in path.rsplit("/", 1)[-1]:
-            arr = load_idx(path)
-            X = arr.reshape(len(arr), -1)
-        elif path.endswith(".npy"):
-            X = load_array(path, mmap_mode="r")  # memory-mapped: rows are read block by block where possible
-        else:
-            X = load_array(path)
+    Feature bases: the features of an image dataset come from a :class:`~selfexpress.features.ScatteringPCA`
+    fitted on that dataset, or, with ``feature_transform``, from that fitted transform (a model's training
+    basis). ``image_features=True`` treats ``input_path`` as grey-scale images and makes their features the
+    same way. A features file written by ``selfexpress features`` brings its transform (read from its sidecar).
+    ``return_transform=True`` returns ``(X, y, n_clusters_hint, transform_or_None)``. ``device``: where the
+    scattering and the projection run (None: "auto", CUDA when available; see :mod:`selfexpress._device`).
+    """
+    X, y, k, ft = _load_input(dataset, input_path, labels_path, data_dir, cache_dir, n_components, random_state,
+                              verbose, raw, feature_transform, image_features, device)
+    return (X, y, k, ft) if return_transform else (X, y, k)
+
+
+def _read_points(input_path):
+    from .data import load_array, load_idx, load_mat
+
+    path = str(input_path)
+    if path.endswith(".mat"):
+        return load_mat(path)
+    if "idx" in path.rsplit("/", 1)[-1]:
+        arr = load_idx(path)
+        return arr if arr.ndim == 3 else arr.reshape(len(arr), -1)
+    if path.endswith(".npy"):
+        return load_array(path, mmap_mode="r")  # memory-mapped: rows are read block by block where possible
+    return load_array(path)
+
+
+def _load_input(dataset, input_path, labels_path, data_dir, cache_dir, n_components, random_state, verbose, raw,
+                feature_transform, image_features, device=None):
+    if input_path is not None and (image_features or feature_transform is not None):
+        from .data import load_labels
+        from .features import ScatteringPCA
+
+        images = np.asarray(_read_points(input_path))
         y = load_labels(labels_path) if labels_path else None
-        if y is not None and len(y) != len(X):
-            raise ValueError(f"labels file {labels_path} holds {len(y)} labels but {input_path} holds {len(X)} points")
-        return X, y, (len(np.unique(y)) if y is not None else None)
+        if y is not None and len(y) != len(images):
+            raise ValueError(f"labels file {labels_path} holds {len(y)} labels but {input_path} holds {len(images)} "
+                             "images")
+        if feature_transform is not None:
+            if not feature_transform.accepts_images(images):
+                H, W = feature_transform.image_shape_
+                raise ValueError(f"{input_path} holds an array of shape {images.shape}, not {H}x{W} images as the "
+                                 "feature transform expects")
+            ft = feature_transform
+            X = ft.transform(images)
+        else:
+            if images.ndim == 2 and images.shape[1] == 784:
+                images = images.reshape(-1, 28, 28)
+            if images.ndim != 3:
+                raise ValueError(f"{input_path} holds an array of shape {images.shape}; scattering features need "
+                                 "grey-scale images (n, H, W), or (n, 784) rows of 28x28 images")
+            ft = ScatteringPCA(n_components=n_components, cache_dir=cache_dir, verbose=verbose, device=device or "auto")
+            X = ft.fit_transform(images)
+        return X, y, (len(np.unique(y)) if y is not None else None), ft
+    if input_path is not None:
+        X, y, k = _load_points(input_path, labels_path)
+        ft = None
+        from .features import read_features_sidecar
+
+        side = read_features_sidecar(input_path)
+        if side is not None and side.get("transform_file"):
+            from pathlib import Path
+
+            from .features import ScatteringPCA
+
+            tpath = Path(input_path).parent / side["transform_file"]
+            ft = ScatteringPCA.load(tpath, cache_dir=cache_dir, verbose=verbose)
+            if ft.fingerprint_ != side.get("fingerprint"):
+                raise ValueError(f"{tpath} (fingerprint {ft.fingerprint_}) is not the transform that made "
+                                 f"{input_path} (fingerprint {side.get('fingerprint')})")
+        return X, y, k, ft
+    if dataset in ("synthetic", "digits") or raw:
+        X, y, k = _load_builtin(dataset, data_dir, random_state, verbose, raw)
+        return X, y, k, None
+    from .features import dataset_features
+
+    X, y, ft = dataset_features(dataset, data_dir=data_dir, n_components=n_components, cache_dir=cache_dir,
+                                verbose=verbose, basis=feature_transform, return_transform=True, device=device)
+    return X, y, len(np.unique(y)), ft
+
+
+def _load_points(input_path, labels_path):
+    from .data import load_labels
+
+    X = _read_points(input_path)
+    if X.ndim == 3:
+        X = X.reshape(len(X), -1)
+    y = load_labels(labels_path) if labels_path else None
+    if y is not None and len(y) != len(X):
+        raise ValueError(f"labels file {labels_path} holds {len(y)} labels but {input_path} holds {len(X)} points")
+    return X, y, (len(np.unique(y)) if y is not None else None)
+
+
+def _load_builtin(dataset, data_dir, random_state, verbose, raw):
     if dataset == "synthetic":
         from .data import make_union_of_subspaces
 
@@ -138,11 +217,7 @@ def load_input(dataset="synthetic", input_path=None, labels_path=None, data_dir=
         if ds.images is not None and ds.images.dtype == np.uint8:
             X /= 255.0
         return X, ds.labels, ds.n_classes
-    from .features import dataset_features
-
-    X, y = dataset_features(dataset, data_dir=data_dir, n_components=n_components, cache_dir=cache_dir,
-                            verbose=verbose)
-    return X, y, len(np.unique(y))
+    raise ValueError(f"dataset {dataset!r} needs features; this is a bug in selfexpress.pipeline")
 
 
 def _preset_family(method, dataset, features):
@@ -231,21 +306,27 @@ def run(dataset="synthetic", method="senet", n_clusters=None, input_path=None, l
     """
     from .metrics import evaluate
 
+    # an input file of images with features="scattering" is an image dataset of the user's
+    image_file = input_path is not None and features == "scattering" and method not in _view("RAW_INPUT_METHODS")
+    family_of = dataset if input_path is None else ("file:images" if image_file else "file:")
     if method in _view("METHODS"):  # bad method / features / parameters fail before the (long) feature stage
-        _preset_family(method, dataset if input_path is None else "file:", features)
+        _preset_family(method, family_of, features)
         check_method_params(method, {k: v for k, v in params.items() if v is not None})
     timings = {}
     t0 = time.perf_counter()
-    X, y, k_hint = load_input(dataset, input_path, labels_path, data_dir, cache_dir,
-                              random_state=random_state, verbose=verbose, raw=wants_raw_input(method, features))
+    X, y, k_hint, transform = load_input(dataset, input_path, labels_path, data_dir, cache_dir,
+                                         random_state=random_state, verbose=verbose,
+                                         raw=wants_raw_input(method, features), return_transform=True,
+                                         image_features=image_file, device=params.get("device"))
     timings["load+features"] = time.perf_counter() - t0
     n_clusters = k_hint if n_clusters is None else n_clusters
     if n_clusters is None:
         raise ValueError("n_clusters is required when the input has no labels")
-    est, used = make_estimator(method, n_clusters, dataset if input_path is None else "file:", random_state,
-                               verbose, features=features, **params)
+    est, used = make_estimator(method, n_clusters, family_of, random_state, verbose, features=features, **params)
     t0 = time.perf_counter()
     est.fit(X)
+    if transform is not None:  # the model keeps its features' basis: predict maps raw images into it
+        est.feature_transform_ = transform
     timings["fit"] = time.perf_counter() - t0
     timings.update({f"fit.{k}": v for k, v in getattr(est, "timings_", {}).items()})
     metrics = {}
