@@ -89,6 +89,8 @@ def build_parser():
                           "fashion-mnist-full, ... (see `selfexpress datasets`)")
     src.add_argument("--input", type=Path, help="file of points, one per row (.npy, .csv, .txt, .mat, idx)")
     src.add_argument("--labels", type=Path, help="optional ground-truth labels file for the metrics")
+    src.add_argument("--skip-header", action="store_true",
+                     help="the first line of the --input text file (.csv, .txt) is a header: skip it")
     src.add_argument("--data-dir", type=Path, help="folder with the dataset files (e.g. ../shared/data)")
     src.add_argument("--cache-dir", type=Path, help="feature cache folder")
     m = c.add_argument_group("method")
@@ -197,7 +199,7 @@ def _cmd_cluster(args):
         res = run(dataset=args.dataset, method=args.method, n_clusters=args.n_clusters, input_path=args.input,
                   labels_path=args.labels, data_dir=args.data_dir, cache_dir=args.cache_dir,
                   random_state=args.random_state, verbose=not args.quiet and is_main, features=args.features,
-                  **params)
+                  skip_header=args.skip_header, **params)
     finally:
         distributed.shutdown()
     if not is_main:

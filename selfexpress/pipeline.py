@@ -95,7 +95,7 @@ class RunResult:
 
 def load_input(dataset="synthetic", input_path=None, labels_path=None, data_dir=None, cache_dir=None,
                n_components=500, random_state=0, verbose=False, raw=False, *, return_transform=False,
-               feature_transform=None, image_features=False, device=None):
+               feature_transform=None, image_features=False, device=None, skip_header=False):
     """Return ``(X, y, n_clusters_hint)`` for a built-in dataset name or a user file.
 
     ``dataset``: ``synthetic`` (5 subspaces of dim 6 in R^15, 200 points each, senet.txt §4.1),
@@ -112,13 +112,14 @@ def load_input(dataset="synthetic", input_path=None, labels_path=None, data_dir=
     same way. A features file written by ``selfexpress features`` brings its transform (read from its sidecar).
     ``return_transform=True`` returns ``(X, y, n_clusters_hint, transform_or_None)``. ``device``: where the
     scattering and the projection run (None: "auto", CUDA when available; see :mod:`selfexpress._device`).
+    ``skip_header=True``: the first line of a text ``input_path`` (.csv, .txt, ...) is a header, not a point.
     """
     X, y, k, ft = _load_input(dataset, input_path, labels_path, data_dir, cache_dir, n_components, random_state,
-                              verbose, raw, feature_transform, image_features, device)
+                              verbose, raw, feature_transform, image_features, device, skip_header)
     return (X, y, k, ft) if return_transform else (X, y, k)
 
 
-def _read_points(input_path):
+def _read_points(input_path, skip_header=False):
     from .data import load_array, load_idx, load_mat
 
     path = str(input_path)
@@ -129,16 +130,16 @@ def _read_points(input_path):
         return arr if arr.ndim == 3 else arr.reshape(len(arr), -1)
     if path.endswith(".npy"):
         return load_array(path, mmap_mode="r")  # memory-mapped: rows are read block by block where possible
-    return load_array(path)
+    return load_array(path, skiprows=int(skip_header))
 
 
 def _load_input(dataset, input_path, labels_path, data_dir, cache_dir, n_components, random_state, verbose, raw,
-                feature_transform, image_features, device=None):
+                feature_transform, image_features, device=None, skip_header=False):
     if input_path is not None and (image_features or feature_transform is not None):
         from .data import load_labels
         from .features import ScatteringPCA
 
-        images = np.asarray(_read_points(input_path))
+        images = np.asarray(_read_points(input_path, skip_header))
         y = load_labels(labels_path) if labels_path else None
         if y is not None and len(y) != len(images):
             raise ValueError(f"labels file {labels_path} holds {len(y)} labels but {input_path} holds {len(images)} "
@@ -160,7 +161,7 @@ def _load_input(dataset, input_path, labels_path, data_dir, cache_dir, n_compone
             X = ft.fit_transform(images)
         return X, y, (len(np.unique(y)) if y is not None else None), ft
     if input_path is not None:
-        X, y, k = _load_points(input_path, labels_path)
+        X, y, k = _load_points(input_path, labels_path, skip_header)
         ft = None
         from .features import read_features_sidecar
 
@@ -186,10 +187,10 @@ def _load_input(dataset, input_path, labels_path, data_dir, cache_dir, n_compone
     return X, y, len(np.unique(y)), ft
 
 
-def _load_points(input_path, labels_path):
+def _load_points(input_path, labels_path, skip_header=False):
     from .data import load_labels
 
-    X = _read_points(input_path)
+    X = _read_points(input_path, skip_header)
     if X.ndim == 3:
         X = X.reshape(len(X), -1)
     y = load_labels(labels_path) if labels_path else None
@@ -298,7 +299,7 @@ class _SimpleBaseline:
 
 
 def run(dataset="synthetic", method="senet", n_clusters=None, input_path=None, labels_path=None, data_dir=None,
-        cache_dir=None, random_state=0, verbose=False, features="auto", **params):
+        cache_dir=None, random_state=0, verbose=False, features="auto", skip_header=False, **params):
     """Run one method end to end; returns a :class:`RunResult` with labels, metrics and stage times.
 
     ``features``: "auto" (the method's own input), "pixels" or "scattering" for an image dataset
@@ -317,7 +318,8 @@ def run(dataset="synthetic", method="senet", n_clusters=None, input_path=None, l
     X, y, k_hint, transform = load_input(dataset, input_path, labels_path, data_dir, cache_dir,
                                          random_state=random_state, verbose=verbose,
                                          raw=wants_raw_input(method, features), return_transform=True,
-                                         image_features=image_file, device=params.get("device"))
+                                         image_features=image_file, device=params.get("device"),
+                                         skip_header=skip_header)
     timings["load+features"] = time.perf_counter() - t0
     n_clusters = k_hint if n_clusters is None else n_clusters
     if n_clusters is None:

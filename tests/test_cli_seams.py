@@ -34,6 +34,9 @@ def test_csv_header_gets_a_hint_and_skip_header_reads_it(tmp_path, capsys):
     np.testing.assert_allclose(load_array(path, skiprows=1), X, rtol=1e-6)
     assert main(["cluster", "--input", str(path), "--n-clusters", "2", "--method", "ssc-omp", "-q"]) == 2
     assert "--skip-header" in capsys.readouterr().err
+    assert main(["cluster", "--input", str(path), "--n-clusters", "2", "--method", "ssc-omp", "-q",
+                 "--skip-header"]) == 0
+    assert "ssc-omp on " in capsys.readouterr().out
 
 
 def test_plot_says_when_it_writes_nothing(tmp_path, capsys):
@@ -49,7 +52,8 @@ def test_datasets_says_which_are_present(tmp_path, capsys):
     for f in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
         (tmp_path / "mnist" / f).write_bytes(b"")
     assert dataset_missing_files("mnist-test", tmp_path) == []
-    assert dataset_missing_files("mnist-train", tmp_path) == ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"]
+    assert dataset_missing_files("mnist-train", tmp_path) == ["train-images-idx3-ubyte.gz",
+                                                              "train-labels-idx1-ubyte.gz"]
     assert dataset_missing_files("digits", tmp_path) == []
     assert main(["datasets", "--data-dir", str(tmp_path)]) == 0
     lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[2:] if line.startswith("  ")}
