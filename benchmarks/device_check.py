@@ -222,16 +222,22 @@ def stage_ensc(a, dev):
     params.update(random_state=0)
     if a.smoke:
         params.update(n_components=10, support_size=30)
-    run_on, refused = dev, None
-    try:
-        ElasticNetSubspaceClustering(10, device=dev, **params)._check_params()
-    except ValueError as exc:  # the EnSC solver refuses this device: run it on the CPU and say so
-        refused, run_on = str(exc), __import__("torch").device("cpu")
-    model = ElasticNetSubspaceClustering(10, device=run_on, verbose=not a.smoke and a.verbose, **params)
-    rec.write(params=params, n_samples=len(y), ensc_device=str(run_on), ensc_device_refused=refused)
+    import torch
+
+    rec.write(params=params, n_samples=len(y))
+    refused = None
     with rec.part("fit"):
-        model.fit(X)
+        try:
+            model = ElasticNetSubspaceClustering(10, device=dev, verbose=not a.smoke and a.verbose, **params).fit(X)
+        except ValueError as exc:  # EnSC refuses the device at the door of fit: run it on the CPU and say so
+            if dev.type == "cpu" or "device" not in str(exc):
+                raise
+            refused = str(exc)
+            print(f"[device_check] EnSC on the CPU: {refused}", flush=True)
+            model = ElasticNetSubspaceClustering(10, device=torch.device("cpu"), verbose=not a.smoke and a.verbose,
+                                                 **params).fit(X)
     rec.done(metrics=_metrics(y, model.labels_), algorithm=getattr(model, "algorithm_", None),
+             ensc_device=str(model.device), ensc_device_refused=refused,
              fit_timings={k: round(float(v), 3) for k, v in model.timings_.items()})
 
 
@@ -296,11 +302,11 @@ def parse_args(argv=None):
     p.add_argument("--cache-dir", default=None, help="feature cache (default: benchmarks' cache; smoke: none)")
     p.add_argument("--results-dir", default=str(RESULTS))
     p.add_argument("--tag", default="device_check")
-    p.add_argument("--senet-budget", type=float, default=70.0, help="seconds of SENet training (default 70)")
-    p.add_argument("--ncsc-epochs-ae", type=int, default=20)
-    p.add_argument("--ncsc-epochs", type=int, default=10)
-    p.add_argument("--energy-epochs-pretrain", type=int, default=20)
-    p.add_argument("--energy-epochs", type=int, default=3)
+    p.add_argument("--senet-budget", type=float, default=60.0, help="seconds of SENet training (default 60)")
+    p.add_argument("--ncsc-epochs-ae", type=int, default=15)
+    p.add_argument("--ncsc-epochs", type=int, default=8)
+    p.add_argument("--energy-epochs-pretrain", type=int, default=12)
+    p.add_argument("--energy-epochs", type=int, default=2)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's; smoke: 1)")
     p.add_argument("-v", "--verbose", action="store_true", help="progress bars")
     a = p.parse_args(argv)
