@@ -66,7 +66,8 @@ from .._memory import check_allocation
 from .._validation import (check_fraction, check_is_fitted, check_n_clusters, check_n_features, check_positive,
                            check_random_state_int, fit_seed)
 from ._autoencoder import load_or_pretrain, reconstruction_loss
-from ._files import check_network_tensors, config_params, data_fingerprint, state_dict_digest
+from ._files import (apply_feature_transform, check_network_tensors, config_params, data_fingerprint,
+                     pack_feature_transform, state_dict_digest, unpack_feature_transform)
 from .sscn import SSCN
 
 __all__ = ["NCSC", "NCSCModule", "balance_penalty", "self_expressive_coefficients", "subspace_affinity",
@@ -565,6 +566,7 @@ class NCSC(ClusterMixin, BaseEstimator):
 
     def _prepare(self, X, name="X"):
         check_is_fitted(self, "module_")
+        X = apply_feature_transform(self, X)
         X = self._sscn_view()._flatten(X, name)
         check_n_features(X, self.n_features_in_, name, estimator=self)
         return X
@@ -601,6 +603,7 @@ class NCSC(ClusterMixin, BaseEstimator):
         config = {"params": config_params(self, ("pretrained_autoencoder",)), "n_features_in": int(self.n_features_in_),
                   "architecture": self.architecture_, "n_parameters": int(self.n_parameters_),
                   "timings": getattr(self, "timings_", {})}
+        pack_feature_transform(self, tensors, config)
         return save_model_file(path, tensors, config, kind=MODEL_KIND)
 
     @classmethod
@@ -615,6 +618,7 @@ class NCSC(ClusterMixin, BaseEstimator):
 
         tensors, config = load_model_file(path, kind=MODEL_KIND)
         invalid = f"{path} is not a valid NCSC model file"
+        feature_transform = unpack_feature_transform(tensors, config, source=str(path))
         try:
             params = dict(config["params"])
             for k in ("image_shape", "kernel_sizes", "channels", "paddings", "classifier_channels"):
@@ -652,4 +656,6 @@ class NCSC(ClusterMixin, BaseEstimator):
         model.labels_ = labels.numpy().astype(np.int64)
         model.pretrained_autoencoder_ = None
         model.timings_ = config.get("timings", {})
+        if feature_transform is not None:
+            model.feature_transform_ = feature_transform
         return model

@@ -43,6 +43,7 @@ from .._validation import (check_data, check_fraction, check_is_fitted, check_n_
                            check_positive, check_random_state_int, fit_seed)
 from ._senet_engine import soft_threshold
 from .base import SelfExpressiveClustering, normalize_rows
+from ._files import apply_feature_transform, pack_feature_transform, unpack_feature_transform
 
 __all__ = ["SENet", "SENetModule", "senet_loss_sgd", "senet_backward_two_pass", "senet_loss_distill",
            "elastic_net_penalty"]
@@ -626,6 +627,7 @@ class SENet(SelfExpressiveClustering):
 
     # ------------------------------------------------------------------ inference
     def _prepare(self, X, name="X"):
+        X = apply_feature_transform(self, X)
         X = check_data(X, name=name, min_samples=1)
         check_n_features(X, self.n_features_in_, name, estimator=self)
         return normalize_rows(X) if self.normalize else X
@@ -801,6 +803,7 @@ class SENet(SelfExpressiveClustering):
         params["checkpoint_dir"] = None if params["checkpoint_dir"] is None else str(params["checkpoint_dir"])
         config = {"params": params, "n_features_in": int(self.n_features_in_), "n_iter_done": int(self.n_iter_),
                   "history": getattr(self, "history_", None), "timings": getattr(self, "timings_", {})}
+        pack_feature_transform(self, tensors, config)
         return save_model(path, tensors, config)
 
     @classmethod
@@ -818,6 +821,7 @@ class SENet(SelfExpressiveClustering):
 
         tensors, config = load_model_file(path, kind=MODEL_KIND)
         invalid = f"{path} is not a valid SENet model file"
+        feature_transform = unpack_feature_transform(tensors, config, source=str(path))
         try:
             params = dict(config["params"])
             params["hidden_sizes"] = tuple(params["hidden_sizes"])
@@ -869,6 +873,8 @@ class SENet(SelfExpressiveClustering):
         model.n_iter_ = int(config.get("n_iter_done", 0) or 0)
         model.history_ = config.get("history")
         model.timings_ = config.get("timings", {})
+        if feature_transform is not None:
+            model.feature_transform_ = feature_transform
         return model
 
 
