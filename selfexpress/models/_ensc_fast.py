@@ -28,7 +28,7 @@ import time
 import numpy as np
 import torch
 
-from .ensc import _ActiveSetSolver
+from .ensc import _ActiveSetSolver, _single_thread
 
 __all__ = ["top_correlated", "restricted_elastic_net"]
 
@@ -75,6 +75,15 @@ def _search_float32(X, kk, block_size, buffer_cap=4_000_000):
     sorted by decreasing value (-1 / -1 padding when N - 1 < kk). One symmetric sweep (see the module docstring)."""
     N = X.shape[0]
     B = int(block_size)
+    nthreads = torch.get_num_threads()
+    try:
+        return _sweep(X, kk, B, buffer_cap, nthreads)
+    finally:
+        torch.set_num_threads(nthreads)
+
+
+def _sweep(X, kk, B, buffer_cap, nthreads):
+    N = X.shape[0]
     vals = torch.full((N, kk), -1.0, dtype=torch.float32)
     idx = torch.full((N, kk), -1, dtype=torch.int64)
     buf = []
@@ -83,7 +92,12 @@ def _search_float32(X, kk, block_size, buffer_cap=4_000_000):
     for s0 in range(0, N, B):
         s1 = min(N, s0 + B)
         b = s1 - s0
-        S = (X[s0:s1] @ X[s0:].T).abs_()  # (b, N - s0): rows I against atoms s0..N-1
+        torch.set_num_threads(nthreads)
+        S = X[s0:s1] @ X[s0:].T  # (b, N - s0): rows I against atoms s0..N-1 (all threads)
+        # the rest are memory-bound loops of small ops: one thread (OpenMP barriers cost more than they save,
+        # and far more when the cores are shared)
+        torch.set_num_threads(1)
+        S.abs_()
         ar = torch.arange(b)
         S[ar, ar] = float("-inf")  # self excluded
         if s0 == 0:
@@ -157,6 +171,13 @@ def top_correlated(X, k, *, block_size=2048, return_info=False):
         raise ValueError(f"k must be in [1, n_samples - 1] = [1, {N - 1}], got {k}")
     kk = min(k + _MARGIN, N - 1)
     vals, idx, n_cand = _search_float32(X, kk, block_size)
+    with _single_thread():
+        return _exact_sets(X, k, kk, vals, idx, n_cand, return_info)
+
+
+def _exact_sets(X, k, kk, vals, idx, n_cand, return_info):
+    """Make the float32 top-kk lists exact K-sets (float64 where float32 cannot decide); see the module docstring."""
+    N, D = X.shape
     info = {"candidates_merged": int(n_cand), "rows_reranked": 0, "rows_full_float64": 0}
     norms = X.norm(dim=1).double()
     nmax = float(norms.max()) * (1 + 2.0 ** -20)
