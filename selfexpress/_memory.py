@@ -86,9 +86,18 @@ def _cgroup_available():
     return None
 
 
+def _device_name(device):
+    """``device`` as a string, "auto" / None resolved to the device it means here (selfexpress._device)."""
+    if device is None or (isinstance(device, str) and device.strip().lower() == "auto"):
+        from ._device import resolve_device
+
+        return str(resolve_device(device))
+    return str(device)
+
+
 def available_memory(device="cpu"):
     """Bytes that can be allocated now on ``device`` (``None`` when unknown: then nothing is refused)."""
-    device = str(device)
+    device = _device_name(device)
     values = []
     if device.startswith("cuda"):
         try:
@@ -124,6 +133,7 @@ def check_allocation(nbytes, what, parameter_hint, *, device="cpu"):
     InsufficientMemoryError
         When ``nbytes`` exceeds :func:`available_memory`.
     """
+    device = _device_name(device)
     avail = available_memory(device)
     if avail is not None and nbytes > avail:
         raise InsufficientMemoryError(
