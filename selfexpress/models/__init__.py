@@ -32,18 +32,6 @@ __all__ = [*_EXPORTS, "registry", "get_method", "method_info", "method_for_model
 
 INPUT_KINDS = ("features", "pixels")
 
-# Declarations for classes whose file does not carry them yet (EnSC: engineer A's ensc.py; move these four lines
-# into the class body and delete this table).
-_PENDING = {
-    "ElasticNetSubspaceClustering": dict(
-        _method_name="ensc", _input_kind="features", _model_kind=None,
-        _presets={
-            "synthetic": dict(gamma=50.0, tau=0.9),
-            # symmetric kNN graph: 0.980 vs 0.83 (|C| + |C|^T) on MNIST-full
-            "image": dict(gamma=200.0, tau=0.9, gamma_nz=True, n_components=15, affinity="knn"),
-        }),
-}
-
 _REGISTRY = None
 
 
@@ -60,10 +48,8 @@ def __dir__():
 
 
 def _declared(cls, attr):
-    """A class's declaration ``attr`` (inherited ones count), else its pending one from :data:`_PENDING`."""
-    if hasattr(cls, attr):
-        return getattr(cls, attr)
-    return _PENDING.get(cls.__name__, {}).get(attr)
+    """A class's declaration ``attr`` (inherited ones count; None when it declares none)."""
+    return getattr(cls, attr, None)
 
 
 def registry():
