@@ -67,8 +67,9 @@ def commit() -> str:
 
 
 def check_committed():
-    """Refuse to measure uncommitted code: ``RuntimeError`` naming the changed paths (``$SELFEXPRESS_BENCH_ALLOW_DIRTY=1``
-    lets the harness's own tests through). A record must name a commit that reproduces it."""
+    """Refuse to measure uncommitted code: ``RuntimeError`` naming the changed paths
+    (``$SELFEXPRESS_BENCH_ALLOW_DIRTY=1`` lets the harness's own tests through). A record must name a commit that
+    reproduces it."""
     if os.environ.get(ALLOW_DIRTY_ENV) == "1":
         return
     try:
@@ -77,8 +78,8 @@ def check_committed():
         raise RuntimeError(f"benchmarks must run in a git checkout to name the commit of their record: {exc}") from None
     if dirty:
         shown = ", ".join(dirty[:8]) + (f" and {len(dirty) - 8} more" if len(dirty) > 8 else "")
-        raise RuntimeError(f"refusing to write a benchmark record from uncommitted code ({shown}); commit first, or run "
-                           "in a clean worktree (git worktree add --detach DIR HEAD)")
+        raise RuntimeError(f"refusing to write a benchmark record from uncommitted code ({shown}); commit first, or "
+                           "run in a clean worktree (git worktree add --detach DIR HEAD)")
 
 
 class Stages:

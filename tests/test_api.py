@@ -139,3 +139,14 @@ def test_pipeline_n_clusters_zero_is_not_taken_for_missing():
 
     with pytest.raises(ValueError, match="n_clusters must be at least 2, got 0"):
         run("synthetic", "ssc-omp", n_clusters=0)
+
+
+def test_senet_checks_its_parameters_once_per_fit(monkeypatch):
+    """The parameters are checked at the door of ``fit``, not again in every helper (issue 24: six times)."""
+    calls = []
+    original = models.SENet._check_params
+    monkeypatch.setattr(models.SENet, "_check_params", lambda self: calls.append(1) or original(self))
+    X, _, _ = make_union_of_subspaces(3, 2, 6, 10, random_state=0)
+    models.SENet(3, hidden_sizes=(8,), embed_dim=8, n_iter=3, batch_size=10, block_size=64, n_init=2,
+                 random_state=0).fit(X)
+    assert len(calls) == 1

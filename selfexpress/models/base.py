@@ -16,7 +16,15 @@ from sklearn.base import BaseEstimator, ClusterMixin
 from .._memory import check_allocation
 from .._validation import check_data, check_distinct_points, check_n_clusters, check_positive, fit_seed
 
-__all__ = ["SelfExpressiveClustering", "normalize_rows"]
+__all__ = ["SelfExpressiveClustering", "normalize_rows", "store_params"]
+
+
+def store_params(estimator, params):
+    """Store an ``__init__``'s arguments (``locals()``) as attributes of the same names, nothing else: scikit-learn's
+    convention for estimators, written once for all of them."""
+    for name, value in params.items():
+        if name not in ("self", "__class__"):
+            setattr(estimator, name, value)
 
 
 def normalize_rows(X, eps=1e-12):
@@ -65,7 +73,11 @@ class SelfExpressiveClustering(ClusterMixin, BaseEstimator):
     def _fit_coef(self, X):  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def _check_params(self):
+        """Check the method's own parameters; called once, at the door of ``fit`` (:meth:`_check_common`)."""
+
     def _check_common(self, X):
+        self._check_params()
         X = check_data(X, name="X", min_samples=2)
         check_n_clusters(self.n_clusters, X.shape[0])
         fit_seed(self, new=True)  # the one seed of this fit (random_state=None: fresh)
@@ -99,7 +111,7 @@ class SelfExpressiveClustering(ClusterMixin, BaseEstimator):
 
     def _check_memory(self, n_samples, n_features):
         for nbytes, what, hint in self._memory_estimate(n_samples, n_features):
-            check_allocation(int(nbytes), what, hint, device=getattr(self, "device", "cpu"))
+            check_allocation(int(nbytes), what, hint, device=getattr(self, "_device", getattr(self, "device", "cpu")))
 
     def fit_coef(self, X):
         """Compute only the self-expressive coefficients ``coef_`` (no clustering)."""

@@ -24,13 +24,12 @@ import time
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, ClusterMixin
 from torch import nn
 
-from .._memory import check_allocation
-from .._validation import check_n_clusters, check_positive, check_random_state_int, fit_seed
-from ._autoencoder import pretrain_autoencoder, reconstruction_loss
-from .sscn import SSCN
+from .._device import device_property
+from ._autoencoder import reconstruction_loss
+from ._deep import AutoEncoderClustering, DSCPostprocessing
+from .base import store_params
 
 __all__ = ["DSCNet", "DSCNetModule"]
 
@@ -54,7 +53,7 @@ class DSCNetModule(nn.Module):
             param.grad.fill_diagonal_(0.0)
 
 
-class DSCNet(ClusterMixin, BaseEstimator):
+class DSCNet(DSCPostprocessing, AutoEncoderClustering):
     """Deep subspace clustering network with a dense ``n x n`` self-expressive layer (transductive baseline).
 
     Parameters
@@ -93,106 +92,45 @@ class DSCNet(ClusterMixin, BaseEstimator):
                  lambda_reconst=1.0, lambda_reg=1.0, lambda_ssc=1.0, n_epochs_ae=100, batch_size_ae=10000,
                  lr_ae=1e-3, n_epochs=30, lr=1e-3, noise_threshold=0.1, noise_alpha=8.0, postprocess="sparse",
                  n_neighbors=300, max_nonzero=None, block_size=1024, n_init=20, pretrained_autoencoder=None,
-                 random_state=None, device="cpu", verbose=False):
-        self.n_clusters = n_clusters
-        self.max_cluster_dim = max_cluster_dim
-        self.architecture = architecture
-        self.image_shape = image_shape
-        self.kernel_sizes = kernel_sizes
-        self.channels = channels
-        self.stride = stride
-        self.paddings = paddings
-        self.lambda_reconst = lambda_reconst
-        self.lambda_reg = lambda_reg
-        self.lambda_ssc = lambda_ssc
-        self.n_epochs_ae = n_epochs_ae
-        self.batch_size_ae = batch_size_ae
-        self.lr_ae = lr_ae
-        self.n_epochs = n_epochs
-        self.lr = lr
-        self.noise_threshold = noise_threshold
-        self.noise_alpha = noise_alpha
-        self.postprocess = postprocess
-        self.n_neighbors = n_neighbors
-        self.max_nonzero = max_nonzero
-        self.block_size = block_size
-        self.n_init = n_init
-        self.pretrained_autoencoder = pretrained_autoencoder
-        self.random_state = random_state
-        self.device = device
-        self.verbose = verbose
+                 random_state=None, device="auto", verbose=False):
+        store_params(self, locals())
 
-    # shared validation / shapes with SSCN (same parameter names and meanings)
-    def _sscn_view(self):
-        common = {k: v for k, v in self.get_params().items() if k in SSCN().get_params()}
-        return SSCN(**common)
+    # validation, input, auto-encoder and post-processing shared with SSCN and NCSC (models/_deep.py)
+    _device = device_property()  # ``device`` resolved: the torch.device of every tensor (selfexpress._device)
+    _log_name = "DSC-Net"
+    _extra_copy = False
 
     def _check_params(self):
-        self._sscn_view()._check_params()
-        check_positive(self.n_epochs, "n_epochs", integer=True, allow_zero=True)
+        self._check_common_params()
+        self._check_autoencoder_params()
+        self._check_dsc_params()
 
     def _memory_estimate(self, n, n_features, arch):
         """``[(bytes, what, hint)]`` checked by the memory guard before fitting; the first one is ``C``'s."""
-        view = self._sscn_view()
-        out = [(32 * n * n + n * view._per_point_bytes(n_features, arch),
+        out = [(32 * n * n + n * self._per_point_bytes(n_features, arch),
                 f"DSC-Net's self-expressive layer C ({n} x {n} float32 Parameter, its gradient, Adam's two "
                 "moments, temporaries) and the full-batch activations",
                 "C grows with n_samples squared: fit DSC-Net on fewer samples (a subset of X), or use SSCN, whose "
                 "memory does not grow with n_samples")]
-        if arch == "conv" and self.pretrained_autoencoder is None and int(self.n_epochs_ae) > 0:
-            m = min(int(self.batch_size_ae), n)
-            out.append((m * view._per_point_bytes(n_features, arch),
-                        f"DSC-Net auto-encoder pretraining on batches of {m} images",
-                        f"lower batch_size_ae (now {self.batch_size_ae})"))
-        out.append(view._postprocess_estimate(n, "DSC-Net"))
+        out += self._pretrain_estimate(n, n_features, arch, "DSC-Net")
+        out.append(self._postprocess_estimate(n, "DSC-Net"))
         return out
 
-    def fit(self, X, y=None):
+    def _fit(self, X, K, arch, seed):
         """Pretrain the auto-encoder (unless given), train ``C`` and the auto-encoder jointly, cluster ``C``.
 
-        Parameters
-        ----------
-        X : array-like (n_samples, n_features), (n, H, W) or (n, C, H, W)
-        y : ignored
+        Called by :meth:`AutoEncoderClustering.fit` after the checks, the memory guard and the seed.
         """
-        from ..cluster import spectral_clustering
-        from ..graph import dsc_affinity, mass_threshold
         from ..train import Trainer, seeded
 
-        self._check_params()
-        view = self._sscn_view()
-        X = view._flatten(X)
         n, D = X.shape
-        if n < 2:
-            raise ValueError(f"X has {n} sample(s); at least 2 are required")
-        K = check_n_clusters(self.n_clusters, n)
-        arch = view._resolve_architecture(D)
-        for nbytes, what, hint in self._memory_estimate(n, D, arch):
-            check_allocation(int(nbytes), what, hint, device=self.device)
-        seed = fit_seed(self, new=True)  # the one seed of this fit
-        self.n_features_in_ = D
-        self.architecture_ = arch
-        self.timings_, self.history_ = {}, {}
         with seeded(seed):
-            ae = view._autoencoder(D, arch)
-            module = DSCNetModule(ae, n).to(self.device)
+            ae = self._autoencoder(D, arch)
+            module = DSCNetModule(ae, n).to(self._device)
         self.module_ = module
         self.n_parameters_ = int(sum(p.numel() for p in module.parameters() if p.requires_grad))
-        Xt = torch.as_tensor(np.ascontiguousarray(X, dtype=np.float32), device=self.device)
-
-        t0 = time.perf_counter()
-        if arch == "conv":
-            if self.pretrained_autoencoder is not None:
-                try:
-                    ae.load_state_dict(self.pretrained_autoencoder)
-                except RuntimeError as exc:
-                    raise ValueError(f"pretrained_autoencoder does not fit this architecture: {exc}") from None
-            elif int(self.n_epochs_ae) > 0:
-                tr = pretrain_autoencoder(ae, Xt, n_epochs=int(self.n_epochs_ae), batch_size=int(self.batch_size_ae),
-                                          lr=float(self.lr_ae), random_state=seed, verbose=self.verbose)
-                self.history_["ae"] = tr.history
-        self.pretrained_autoencoder_ = {k: v.detach().cpu().clone() for k, v in ae.state_dict().items()}
-        self.timings_["pretrain"] = time.perf_counter() - t0
+        Xt = torch.as_tensor(np.ascontiguousarray(X, dtype=np.float32), device=self._device)
+        self._pretrain(ae, Xt, X, arch, seed)
 
         t0 = time.perf_counter()
         lr_, lg, ls = float(self.lambda_reconst), float(self.lambda_reg), float(self.lambda_ssc)
@@ -220,27 +158,4 @@ class DSCNet(ClusterMixin, BaseEstimator):
         self.timings_["train"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        C = module.C.detach().cpu()
-        rank = K * int(self.max_cluster_dim) + 1
-        ro = self.noise_threshold
-        Cp = mass_threshold(C=C, ro=float(ro) if ro is not None else 1.0, max_nonzero=self.max_nonzero,
-                            block_size=int(self.block_size))
-        dense = self.postprocess == "dense"
-        A = dsc_affinity(Cp, rank=rank, alpha=float(self.noise_alpha), n_neighbors=int(self.n_neighbors),
-                         dense=dense, block_size=int(self.block_size))
-        if dense:
-            import scipy.sparse as sp
-
-            np.fill_diagonal(A, 0.0)
-            A = sp.csr_matrix(A)
-        self.coef_ = Cp
-        self.affinity_ = A
-        self.timings_["graph"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        self.labels_ = spectral_clustering(A, K, n_init=int(self.n_init), random_state=seed)
-        self.timings_["spectral"] = time.perf_counter() - t0
-        return self
-
-    def fit_predict(self, X, y=None):
-        """Fit and return ``labels_`` (DSC-Net is transductive: no ``predict`` for new points)."""
-        return self.fit(X).labels_
+        self.coef_, self.labels_ = self._dsc_labels(K, seed, t0, C=module.C.detach().cpu())

@@ -48,13 +48,14 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.base import BaseEstimator, ClusterMixin
 from torch import nn
 
+from .._device import device_property
 from .._memory import check_allocation
-from .._validation import (check_data, check_is_fitted, check_n_clusters, check_n_features, check_positive,
-                           check_random_state_int, fit_seed)
+from .._validation import check_is_fitted, check_positive, fit_seed
 from ..data.augment import Augment
+from ._deep import TorchClustering, flatten_points
+from .base import store_params
 
 __all__ = ["EnergySubspaceClustering", "EnergyModule", "EnergyNet", "InnerProductEnergy", "SmallConvNet", "ResNet",
            "coefficients_from_energy"]
@@ -334,7 +335,7 @@ def _split_forward(net, x, n_splits, perm=None):
 
 
 # ----------------------------------------------------------------------------------------------- estimator
-class EnergySubspaceClustering(ClusterMixin, BaseEstimator):
+class EnergySubspaceClustering(TorchClustering):
     """Energy-based self-expressive subspace clustering of images (LDRSC); see the module docstring.
 
     Parameters
@@ -393,7 +394,9 @@ class EnergySubspaceClustering(ClusterMixin, BaseEstimator):
         ``state_dict`` of a query encoder after stage 1 (``pretrained_encoder_`` of another fit of the same
         architecture); skips stage 1 (the key encoder starts as its copy). Lets an ablation share one pretraining.
     random_state : int or None
-    device : str, default "cpu"
+    device : str or torch.device, default "auto"
+        "auto" (CUDA when available, else the CPU), "cpu", "cuda" / "cuda:N" or a torch.device
+        (:func:`selfexpress._device.resolve_device`); every tensor of the fit lives there.
     verbose : bool, default False
     checkpoint_dir : path or None; resume : bool
         Checkpoints of the two stages in ``<dir>/pretrain`` and ``<dir>/joint``.
@@ -422,46 +425,8 @@ class EnergySubspaceClustering(ClusterMixin, BaseEstimator):
                  batch_size=128, lr=1e-3, lr_joint=3e-4, lr_energy=1e-3, weight_decay=1e-4, n_dictionary=1024,
                  bn_splits=4, crop="resized", crop_scale=(0.3, 1.0), padding=4, flip=0.5, jitter=0.4, n_nonzero=100,
                  normalize_rows=False, n_candidates=None, block_size=256, n_init=20, pretrained_encoder=None,
-                 random_state=None, device="cpu", verbose=False, checkpoint_dir=None, resume=False):
-        self.n_clusters = n_clusters
-        self.image_shape = image_shape
-        self.backbone = backbone
-        self.width = width
-        self.proj_hidden = proj_hidden
-        self.embed_dim = embed_dim
-        self.energy_hidden = energy_hidden
-        self.coefficients = coefficients
-        self.contrastive = contrastive
-        self.beta = beta
-        self.lambda1 = lambda1
-        self.lambda2 = lambda2
-        self.temperature = temperature
-        self.momentum = momentum
-        self.n_epochs_pretrain = n_epochs_pretrain
-        self.n_epochs = n_epochs
-        self.batch_size = batch_size
-        self.lr = lr
-        self.lr_joint = lr_joint
-        self.lr_energy = lr_energy
-        self.weight_decay = weight_decay
-        self.n_dictionary = n_dictionary
-        self.bn_splits = bn_splits
-        self.crop = crop
-        self.crop_scale = crop_scale
-        self.padding = padding
-        self.flip = flip
-        self.jitter = jitter
-        self.n_nonzero = n_nonzero
-        self.normalize_rows = normalize_rows
-        self.n_candidates = n_candidates
-        self.block_size = block_size
-        self.n_init = n_init
-        self.pretrained_encoder = pretrained_encoder
-        self.random_state = random_state
-        self.device = device
-        self.verbose = verbose
-        self.checkpoint_dir = checkpoint_dir
-        self.resume = resume
+                 random_state=None, device="auto", verbose=False, checkpoint_dir=None, resume=False):
+        store_params(self, locals())
 
     # ------------------------------------------------------------------ validation
     def _shape(self):
@@ -475,10 +440,15 @@ class EnergySubspaceClustering(ClusterMixin, BaseEstimator):
             raise ValueError(f"images must be at least 8 x 8 pixels, got image_shape={s!r}")
         return shape
 
+    _device = device_property()  # ``device`` resolved: the torch.device of every tensor (selfexpress._device)
+
+    _log_name = "energy"
+    _min_samples = 4
+    _fitted_attr = "dictionary_"
+    _pretrained_param = "pretrained_encoder"
+
     def _check_params(self):
-        if isinstance(self.n_clusters, bool) or not isinstance(self.n_clusters, (int, np.integer)) \
-                or self.n_clusters < 2:
-            raise ValueError(f"n_clusters must be an integer >= 2, got {self.n_clusters!r}")
+        self._check_common_params()
         self._shape()
         if self.backbone not in BACKBONES:
             raise ValueError(f"backbone must be one of {BACKBONES}, got {self.backbone!r}")
@@ -514,20 +484,10 @@ class EnergySubspaceClustering(ClusterMixin, BaseEstimator):
         cs = self.crop_scale
         if not isinstance(cs, (tuple, list)) or len(cs) != 2 or not 0 < float(cs[0]) <= float(cs[1]) <= 1:
             raise ValueError(f"crop_scale must be (low, high) with 0 < low <= high <= 1, got {cs!r}")
-        check_random_state_int(self.random_state)
-        try:
-            torch.device(self.device)
-        except (RuntimeError, TypeError) as exc:
-            raise ValueError(f"device {self.device!r} is not a valid torch device: {exc}") from None
 
     def _flatten(self, X, name="X"):
         """Validate ``X`` ((n, D), (n, H, W) or (n, C, H, W); pixels in [0, 1]); return (n, D) float32."""
-        if hasattr(X, "shape") and getattr(X, "ndim", 2) > 2:
-            arr = np.asarray(X)
-            if arr.ndim not in (3, 4):
-                raise ValueError(f"{name} must be (n, D), (n, H, W) or (n, C, H, W), got shape {arr.shape}")
-            X = arr.reshape(arr.shape[0], -1)
-        X = check_data(X, name=name, min_samples=1, allow_zero_rows=True)
+        X = flatten_points(X, name)
         shape = self._shape()
         D = int(np.prod(shape))
         if X.shape[1] != D:
@@ -540,7 +500,7 @@ class EnergySubspaceClustering(ClusterMixin, BaseEstimator):
         return X
 
     def _images(self, X):
-        return torch.as_tensor(np.ascontiguousarray(X, dtype=np.float32)).reshape(-1, *self._shape()).to(self.device)
+        return torch.as_tensor(np.ascontiguousarray(X, dtype=np.float32)).reshape(-1, *self._shape()).to(self._device)
 
     def _build(self, n_samples):
         from ..train import seeded
@@ -549,26 +509,17 @@ class EnergySubspaceClustering(ClusterMixin, BaseEstimator):
             module = EnergyModule(self._shape()[0], n_samples, self.backbone, int(self.width), int(self.proj_hidden),
                                   int(self.embed_dim), tuple(int(h) for h in self.energy_hidden), self.coefficients,
                                   self.contrastive, float(self.temperature))
-        return module.to(self.device)
+        return module.to(self._device)
 
     def _augment(self):
         return Augment(crop=self.crop, crop_scale=tuple(self.crop_scale), padding=int(self.padding),
                        flip=float(self.flip), brightness=float(self.jitter), contrast=float(self.jitter))
 
-    def _log(self, msg):
-        if self.verbose:
-            print(f"[energy] {msg}", flush=True)
-
     def _fingerprint(self, X, stage):
-        skip = {"verbose", "checkpoint_dir", "resume", "device", "n_nonzero", "normalize_rows", "n_candidates",
-                "block_size", "n_init", "pretrained_encoder"}
+        skip = {"n_nonzero", "normalize_rows", "n_candidates", "block_size", "n_init"}
         if stage == "pretrain":
             skip |= {"n_epochs", "lr_joint", "lr_energy", "lambda1", "lambda2", "n_dictionary", "beta"}
-        params = {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.get_params().items() if k not in skip}
-        from ._files import data_fingerprint, state_dict_digest
-
-        pre = state_dict_digest(self.pretrained_encoder)
-        return {"model": MODEL_KIND, "stage": stage, "params": params, "pretrained": pre, **data_fingerprint(X)}
+        return self._stage_fingerprint(X, stage, skip)
 
     def _memory_estimate(self, n):
         """Rough bytes of the largest stage: a training step (activations of 3 encoder passes + pair tensors)."""
@@ -592,7 +543,7 @@ class EnergySubspaceClustering(ClusterMixin, BaseEstimator):
         n_dict = min(int(self.n_dictionary), n)
 
         def loss_fn(idx):
-            idx = idx.to(self.device)
+            idx = idx.to(self._device)
             x = images[idx]
             xa, xb = aug(x), aug(x)
             logs = {}
@@ -600,14 +551,14 @@ class EnergySubspaceClustering(ClusterMixin, BaseEstimator):
                 module.momentum_update(m)
                 za = F.normalize(_split_forward(module.encoder_q, xa, splits), dim=1)
                 with torch.no_grad():
-                    perm = torch.randperm(x.shape[0]).to(self.device)
+                    perm = torch.randperm(x.shape[0]).to(self._device)
                     zb = F.normalize(_split_forward(module.encoder_k, xb, splits, perm), dim=1)
                 pos = (za * zb).sum(1, keepdim=True)
                 neg = za @ module.bank.clone().T  # (B, n): every other bank entry is a negative (a copy: the
                 # bank is updated in place below, before the backward pass)
                 neg = neg.scatter(1, idx[:, None], float("-inf"))
                 logits = torch.cat([pos, neg], dim=1) / tau
-                loss_c = F.cross_entropy(logits, torch.zeros(x.shape[0], dtype=torch.long, device=self.device))
+                loss_c = F.cross_entropy(logits, torch.zeros(x.shape[0], dtype=torch.long, device=self._device))
             else:
                 pa = _split_forward(module.encoder_q, xa, splits)
                 pb = _split_forward(module.encoder_q, xb, splits)
@@ -620,11 +571,11 @@ class EnergySubspaceClustering(ClusterMixin, BaseEstimator):
             logs["contrastive"] = float(loss_c.detach())
             if not joint:
                 return loss_c, logs
-            cols = torch.randperm(n)[:n_dict].to(self.device)
+            cols = torch.randperm(n)[:n_dict].to(self._device)
             Zd = module.bank[cols]
             e = module.energy.pairwise(za, Zd)
             pos_of_self = torch.where(cols[None, :] == idx[:, None])  # c_ii = 0
-            excl = torch.full((x.shape[0],), -1, dtype=torch.long, device=self.device)
+            excl = torch.full((x.shape[0],), -1, dtype=torch.long, device=self._device)
             excl[pos_of_self[0]] = pos_of_self[1]
             c = coefficients_from_energy(e, beta, excl)
             rec = ((za - c @ Zd) ** 2).sum(1).mean()
@@ -660,20 +611,14 @@ class EnergySubspaceClustering(ClusterMixin, BaseEstimator):
         from ..graph import affinity_from_coef
         from ..train import Trainer
 
-        self._check_params()
-        X = self._flatten(X)
+        X, K = self._validated(X)
         n = X.shape[0]
-        if n < 4:
-            raise ValueError(f"X has {n} sample(s); at least 4 are required")
-        K = check_n_clusters(self.n_clusters, n)
         if int(self.n_nonzero) >= n:
             raise ValueError(f"n_nonzero={self.n_nonzero} must be smaller than the number of samples ({n})")
         check_allocation(int(self._memory_estimate(n) + 8 * X.nbytes), "energy-based SSC training and inference",
                          f"lower batch_size (now {self.batch_size}), n_dictionary (now {self.n_dictionary}) or "
-                         f"block_size (now {self.block_size})", device=self.device)
-        seed = fit_seed(self, new=True)  # the one seed of this fit
-        self.n_features_in_ = X.shape[1]
-        self.timings_, self.history_ = {}, {}
+                         f"block_size (now {self.block_size})", device=self._device)
+        seed = self._start_fit(X)  # the one seed of this fit
         module = self._build(n)
         self.module_ = module
         self.n_parameters_ = int(sum(p.numel() for p in module.parameters() if p.requires_grad))
@@ -758,15 +703,15 @@ class EnergySubspaceClustering(ClusterMixin, BaseEstimator):
     def _coef_blocks(self, za, exclude_self):
         """Yield ``(r0, c)`` with ``c`` the dense (b, n_dict) coefficients of rows ``r0 .. r0 + b`` (candidates:
         a (b, n_dict) tensor zero outside each row's candidates)."""
-        energy = self.module_.energy.to(self.device).eval()
-        D = self.dictionary_.to(self.device)
+        energy = self.module_.energy.to(self._device).eval()
+        D = self.dictionary_.to(self._device)
         nd = D.shape[0]
         b = max(int(self.block_size), 1)
         chunk = max(1, 2**22 // max(1, b * int(self.energy_hidden[0])))
         beta = float(self.beta)
         for r0 in range(0, za.shape[0], b):
-            q = za[r0:r0 + b].to(self.device)
-            rows = torch.arange(r0, r0 + q.shape[0], device=self.device)
+            q = za[r0:r0 + b].to(self._device)
+            rows = torch.arange(r0, r0 + q.shape[0], device=self._device)
             if self.n_candidates is None or int(self.n_candidates) >= nd - 1:
                 e = energy.pairwise(q, D, chunk=chunk)
                 yield r0, coefficients_from_energy(e, beta, rows if exclude_self else None)
@@ -777,7 +722,7 @@ class EnergySubspaceClustering(ClusterMixin, BaseEstimator):
                 sim.scatter_(1, rows[:, None], float("-inf"))
             cand = sim.topk(m, dim=1).indices  # (b, m)
             c_c = coefficients_from_energy(energy.candidates(q, D[cand]), beta)
-            yield r0, torch.zeros(q.shape[0], nd, device=self.device).scatter_(1, cand, c_c)
+            yield r0, torch.zeros(q.shape[0], nd, device=self._device).scatter_(1, cand, c_c)
 
     def _coef_rows(self, za, exclude_self):
         """Sparse ``C`` (CSR, len(za) x n_dict): each row's ``n_nonzero`` largest coefficients."""
@@ -791,12 +736,6 @@ class EnergySubspaceClustering(ClusterMixin, BaseEstimator):
             vals, idx = c.topk(k, dim=1)
             parts.append(topk_to_csr(vals.cpu(), idx.cpu(), self.dictionary_.shape[0]))
         return sp.vstack(parts, format="csr")
-
-    def _prepare(self, X, name="X"):
-        check_is_fitted(self, "dictionary_")
-        X = self._flatten(X, name)
-        check_n_features(X, self.n_features_in_, name, estimator=self)
-        return X
 
     def transform(self, X):
         """Embeddings ``z^A = f_q(x)`` (n, embed_dim), unit norm, of un-augmented images."""
@@ -825,11 +764,11 @@ class EnergySubspaceClustering(ClusterMixin, BaseEstimator):
         za = self._encode(self._images(X), self.module_.encoder_q)
         K = int(self.n_clusters)
         k = min(int(self.n_nonzero), self.dictionary_.shape[0])
-        lab = torch.as_tensor(self.labels_, dtype=torch.long, device=self.device)
+        lab = torch.as_tensor(self.labels_, dtype=torch.long, device=self._device)
         out = []
         for _, c in self._coef_blocks(za, exclude_self=False):
             vals, idx = c.topk(k, dim=1)
-            P = torch.zeros(c.shape[0], K, device=self.device).scatter_add_(1, lab[idx], vals)
+            P = torch.zeros(c.shape[0], K, device=self._device).scatter_add_(1, lab[idx], vals)
             out.append((P / P.sum(1, keepdim=True).clamp_min(1e-30)).cpu())
         return torch.cat(out).numpy()
 
@@ -872,8 +811,7 @@ class EnergySubspaceClustering(ClusterMixin, BaseEstimator):
             for k in ("image_shape", "energy_hidden", "crop_scale"):
                 if isinstance(params.get(k), list):
                     params[k] = tuple(params[k])
-            if device is not None:
-                params["device"] = device
+            params["device"] = "auto" if device is None else device  # never the device it was saved from
             model = cls(**params)
             model._check_params()
             n_features = config["n_features_in"]

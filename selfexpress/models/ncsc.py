@@ -59,16 +59,15 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.base import BaseEstimator, ClusterMixin
 from torch import nn
 
-from .._memory import check_allocation
-from .._validation import (check_fraction, check_is_fitted, check_n_clusters, check_n_features, check_positive,
-                           check_random_state_int, fit_seed)
-from ._autoencoder import load_or_pretrain, reconstruction_loss
-from ._files import (apply_feature_transform, check_network_tensors, config_params, data_fingerprint,
-                     pack_feature_transform, state_dict_digest, unpack_feature_transform)
-from .sscn import SSCN
+from .._device import device_property
+from .._validation import check_fraction, check_is_fitted, check_n_features, check_positive, fit_seed
+from ._autoencoder import reconstruction_loss
+from ._deep import AutoEncoderClustering
+from ._files import (apply_feature_transform, check_network_tensors, config_params, pack_feature_transform,
+                     unpack_feature_transform)
+from .base import store_params
 
 __all__ = ["NCSC", "NCSCModule", "balance_penalty", "self_expressive_coefficients", "subspace_affinity",
            "classifier_affinity", "collaborative_loss"]
@@ -255,7 +254,7 @@ def ncsc_batch_loss(module, xb, *, lambda1, lambda_cl, u, l, alpha, beta, lambda
 
 
 # ----------------------------------------------------------------------------------------------- estimator
-class NCSC(ClusterMixin, BaseEstimator):
+class NCSC(AutoEncoderClustering):
     """Neural collaborative subspace clustering: a classifier trained by self-expression, labels by argmax.
 
     Inductive: :meth:`predict` labels unseen points with the classifier. See the module docstring for the
@@ -317,7 +316,9 @@ class NCSC(ClusterMixin, BaseEstimator):
         ``state_dict`` of a pretrained auto-encoder of the same architecture; skips pretraining.
     random_state : int or None
         Seeds the initialisation and every stage's batch order.
-    device : str, default "cpu"
+    device : str or torch.device, default "auto"
+        "auto" (CUDA when available, else the CPU), "cpu", "cuda" / "cuda:N" or a torch.device
+        (:func:`selfexpress._device.resolve_device`); every tensor of the fit lives there.
     verbose : bool, default False
         Progress bars and one line per epoch of joint training.
     checkpoint_dir : path or None
@@ -357,51 +358,20 @@ class NCSC(ClusterMixin, BaseEstimator):
                  l_start=0.7, l_end=0.9,
                  l_warmup_epochs=1, n_epochs_ae=60, batch_size_ae=256, lr_ae=1e-3, n_epochs=30, batch_size=5000,
                  lr=1e-3, lr_ae_joint=1e-5, block_size=4096, pretrained_autoencoder=None, random_state=None,
-                 device="cpu", verbose=False, checkpoint_dir=None, resume=False):
-        self.n_clusters = n_clusters
-        self.architecture = architecture
-        self.image_shape = image_shape
-        self.kernel_sizes = kernel_sizes
-        self.channels = channels
-        self.stride = stride
-        self.paddings = paddings
-        self.classifier_channels = classifier_channels
-        self.lambda1 = lambda1
-        self.lambda_cl = lambda_cl
-        self.alpha = alpha
-        self.beta = beta
-        self.balance = balance
-        self.lambda_balance = lambda_balance
-        self.normalize_latent = normalize_latent
-        self.u = u
-        self.l_start = l_start
-        self.l_end = l_end
-        self.l_warmup_epochs = l_warmup_epochs
-        self.n_epochs_ae = n_epochs_ae
-        self.batch_size_ae = batch_size_ae
-        self.lr_ae = lr_ae
-        self.n_epochs = n_epochs
-        self.batch_size = batch_size
-        self.lr = lr
-        self.lr_ae_joint = lr_ae_joint
-        self.block_size = block_size
-        self.pretrained_autoencoder = pretrained_autoencoder
-        self.random_state = random_state
-        self.device = device
-        self.verbose = verbose
-        self.checkpoint_dir = checkpoint_dir
-        self.resume = resume
+                 device="auto", verbose=False, checkpoint_dir=None, resume=False):
+        store_params(self, locals())
 
     # ------------------------------------------------------------------ validation
-    def _sscn_view(self):
-        """An SSCN with the same auto-encoder / shared parameters: its input and architecture checks are reused."""
-        shared = {k: v for k, v in self.get_params().items() if k in SSCN().get_params()}
-        for k in ("batch_size", "n_epochs"):  # SSCN's own meanings; validated here
-            shared.pop(k, None)
-        return SSCN(**shared, max_cluster_dim=1)
+    # the auto-encoder's checks, input handling and pretraining are shared with SSCN and DSC-Net (models/_deep.py)
+    _device = device_property()  # ``device`` resolved: the torch.device of every tensor (selfexpress._device)
+    _log_name = "NCSC"
+    #: parameters that identify the auto-encoder pretraining stage in its checkpoints
+    _AE_STAGE_PARAMS = ("n_clusters", "architecture", "image_shape", "kernel_sizes", "channels", "stride", "paddings",
+                        "n_epochs_ae", "batch_size_ae", "lr_ae", "n_epochs", "batch_size", "lr", "random_state")
 
     def _check_params(self):
-        self._sscn_view()._check_params()
+        self._check_common_params()
+        self._check_autoencoder_params()
         try:
             chans = tuple(self.classifier_channels)
         except TypeError:
@@ -431,84 +401,38 @@ class NCSC(ClusterMixin, BaseEstimator):
         from ..train import seeded
 
         with seeded(fit_seed(self)):
-            ae = self._sscn_view()._autoencoder(n_features, arch)
+            ae = self._autoencoder(n_features, arch)
             module = NCSCModule(ae, int(self.n_clusters), tuple(int(c) for c in self.classifier_channels))
-        return module.to(self.device)
+        return module.to(self._device)
 
     def _memory_estimate(self, n, n_features, arch):
-        view = self._sscn_view()
-        per_point = view._per_point_bytes(n_features, arch)
         b = min(int(self.batch_size), n)
-        out = [(b * per_point + 160 * b * b,
+        out = [(b * self._per_point_bytes(n_features, arch) + 160 * b * b,
                 f"NCSC joint training on batches of {b} points (C, A_s, A_c and their gradients are {b} x {b})",
                 f"lower batch_size (now {self.batch_size})")]
-        if arch == "conv" and self.pretrained_autoencoder is None and int(self.n_epochs_ae) > 0:
-            m = min(int(self.batch_size_ae), n)
-            out.append((m * per_point, f"NCSC auto-encoder pretraining on batches of {m} images",
-                        f"lower batch_size_ae (now {self.batch_size_ae})"))
-        return out
+        return out + self._pretrain_estimate(n, n_features, arch, "NCSC")
 
     def _fingerprint(self, X, stage):
-        skip = {"verbose", "checkpoint_dir", "resume", "device", "pretrained_autoencoder", "block_size"}
-        params = {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.get_params().items() if k not in skip}
-        if stage == "ae":
-            params = {k: v for k, v in params.items() if k in SSCN().get_params() or k == "random_state"}
-        pre = state_dict_digest(self.pretrained_autoencoder)
-        return {"model": MODEL_KIND, "stage": stage, "params": params, "pretrained": pre, **data_fingerprint(X)}
-
-    def _log(self, msg):
-        if self.verbose:
-            print(f"[NCSC] {msg}", flush=True)
+        return self._stage_fingerprint(X, stage, {"block_size"}, self._AE_STAGE_PARAMS if stage == "ae" else None)
 
     # ------------------------------------------------------------------ fitting
-    def fit(self, X, y=None):
+    def _fit(self, X, K, arch, seed):
         """Pretrain the auto-encoder, then train auto-encoder and classifier jointly on Eq. (8).
 
-        Parameters
-        ----------
-        X : array-like (n_samples, n_features), (n, H, W) or (n, C, H, W)
-        y : ignored
-
-        Returns
-        -------
-        self
+        Called by :meth:`AutoEncoderClustering.fit` after the checks, the memory guard and the seed.
         """
         from ..train import Trainer
 
-        self._check_params()
-        view = self._sscn_view()
-        X = view._flatten(X)
-        n, D = X.shape
-        if n < 2:
-            raise ValueError(f"X has {n} sample(s); at least 2 are required")
-        K = check_n_clusters(self.n_clusters, n)
-        arch = view._resolve_architecture(D)
-        for nbytes, what, hint in self._memory_estimate(n, D, arch):
-            check_allocation(int(nbytes + 4 * n * D), what, hint, device=self.device)
-        seed = fit_seed(self, new=True)  # the one seed of this fit
-        self.n_features_in_ = D
-        self.architecture_ = arch
-        self.timings_, self.history_ = {}, {}
-        module = self._build(D, arch)
+        n = X.shape[0]
+        module = self._build(X.shape[1], arch)
         self.module_ = module
         self.n_parameters_ = int(sum(p.numel() for p in module.parameters() if p.requires_grad))
-        Xt = torch.as_tensor(np.ascontiguousarray(X, dtype=np.float32), device=self.device)
+        Xt = torch.as_tensor(np.ascontiguousarray(X, dtype=np.float32), device=self._device)
         ckpt = None if self.checkpoint_dir is None else Path(self.checkpoint_dir)
 
-        # 1. auto-encoder pretraining (reconstruction only)
-        t0 = time.perf_counter()
+        # 1. auto-encoder pretraining (reconstruction only), or the given weights
         ae = module.autoencoder
-        if arch == "conv":
-            if self.pretrained_autoencoder is None and int(self.n_epochs_ae) > 0:
-                self._log(f"pretraining the auto-encoder: {self.n_epochs_ae} epochs, batch {self.batch_size_ae}")
-            hist = load_or_pretrain(ae, Xt, pretrained=self.pretrained_autoencoder, n_epochs=self.n_epochs_ae,
-                                    batch_size=self.batch_size_ae, lr=self.lr_ae, random_state=seed,
-                                    verbose=self.verbose, checkpoint_dir=None if ckpt is None else ckpt / "ae",
-                                    resume=self.resume, fingerprint=self._fingerprint(X, "ae"))
-            if hist is not None:
-                self.history_["ae"] = hist
-        self.pretrained_autoencoder_ = {k: v.detach().cpu().clone() for k, v in ae.state_dict().items()}
-        self.timings_["pretrain"] = time.perf_counter() - t0
+        self._pretrain(ae, Xt, X, arch, seed)
 
         # 2. joint training on Eq. (8)
         t0 = time.perf_counter()
@@ -547,11 +471,6 @@ class NCSC(ClusterMixin, BaseEstimator):
         self.labels_ = self._logits(X).argmax(dim=1).numpy().astype(np.int64)
         self.timings_["label"] = time.perf_counter() - t0
         self._log(f"cluster sizes: {np.bincount(self.labels_, minlength=K).tolist()}")
-        return self
-
-    def fit_predict(self, X, y=None):
-        """Fit and return ``labels_``."""
-        return self.fit(X).labels_
 
     # ------------------------------------------------------------------ inference
     @torch.no_grad()
@@ -561,13 +480,13 @@ class NCSC(ClusterMixin, BaseEstimator):
         module.eval()
         b = max(int(self.block_size), 1)
         out = [module.logits(torch.as_tensor(np.ascontiguousarray(X[r:r + b], dtype=np.float32),
-                                             device=self.device)).cpu() for r in range(0, X.shape[0], b)]
+                                             device=self._device)).cpu() for r in range(0, X.shape[0], b)]
         return torch.cat(out) if out else torch.zeros((0, int(self.n_clusters)))
 
     def _prepare(self, X, name="X"):
         check_is_fitted(self, "module_")
         X = apply_feature_transform(self, X)
-        X = self._sscn_view()._flatten(X, name)
+        X = self._flatten(X, name)
         check_n_features(X, self.n_features_in_, name, estimator=self)
         return X
 
@@ -577,7 +496,7 @@ class NCSC(ClusterMixin, BaseEstimator):
         with torch.no_grad():
             ae = self.module_.autoencoder
             return torch.cat([ae.encode(torch.as_tensor(np.ascontiguousarray(X[r:r + 4096], dtype=np.float32),
-                                                        device=self.device)).cpu()
+                                                        device=self._device)).cpu()
                               for r in range(0, X.shape[0], 4096)]).numpy()
 
     def decision_function(self, X):
@@ -624,18 +543,17 @@ class NCSC(ClusterMixin, BaseEstimator):
             for k in ("image_shape", "kernel_sizes", "channels", "paddings", "classifier_channels"):
                 if isinstance(params.get(k), list):
                     params[k] = tuple(params[k])
-            if device is not None:
-                params["device"] = device
+            params["device"] = "auto" if device is None else device  # never the device it was saved from
             model = cls(**params)
             model._check_params()
             n_features = config["n_features_in"]
             if isinstance(n_features, bool) or not isinstance(n_features, int) or n_features < 1:
                 raise ValueError(f"n_features_in must be a positive integer, got {n_features!r}")
             arch = config["architecture"]
-            if arch not in ("conv", "linear") or arch != model._sscn_view()._resolve_architecture(n_features):
+            if arch not in ("conv", "linear") or arch != model._resolve_architecture(n_features):
                 raise ValueError(f"architecture {arch!r} does not match the parameters and n_features_in")
             with torch.device("meta"):
-                net = NCSCModule(model._sscn_view()._autoencoder(n_features, arch), int(model.n_clusters),
+                net = NCSCModule(model._autoencoder(n_features, arch), int(model.n_clusters),
                                  tuple(int(c) for c in model.classifier_channels))
             expected = {f"net.{k}": v for k, v in net.state_dict().items()}
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:

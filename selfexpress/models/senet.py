@@ -38,11 +38,12 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
+from .._device import device_property, resolve_device
 from .._memory import check_allocation
 from .._validation import (check_data, check_fraction, check_is_fitted, check_n_clusters, check_n_features,
-                           check_positive, check_random_state_int, fit_seed)
+                           check_positive, fit_seed)
 from ._senet_engine import soft_threshold
-from .base import SelfExpressiveClustering, normalize_rows
+from .base import SelfExpressiveClustering, normalize_rows, store_params
 from ._files import apply_feature_transform, pack_feature_transform, unpack_feature_transform
 
 __all__ = ["SENet", "SENetModule", "senet_loss_sgd", "senet_backward_two_pass", "senet_loss_distill",
@@ -292,7 +293,9 @@ class SENet(SelfExpressiveClustering):
     eval_every : int or None
         With ``y`` given to :meth:`fit`, evaluate (ACC, SRE, full loss) every ``eval_every`` iterations into
         ``history_["eval"]``; None: ``max(1, n_iter // 10)``.
-    device : str, default "cpu"
+    device : str or torch.device, default "auto"
+        "auto" (CUDA when available, else the CPU), "cpu", "cuda" / "cuda:N" or a torch.device
+        (:func:`selfexpress._device.resolve_device`); every tensor of the fit lives there.
     verbose : bool, progress bar with the running loss.
     checkpoint_dir, checkpoint_every, resume : see :class:`selfexpress.train.Trainer`.
     backend : {"local", "dask", "faiss"}, default "local"
@@ -342,44 +345,14 @@ class SENet(SelfExpressiveClustering):
                  n_iter=5000, batch_size=100, block_size=1000, algorithm="sgd", lr=1e-3, lr_threshold=None,
                  grad_clip=0.001, n_neighbors=3, affinity="knn", n_components=None, n_init=20, n_nonzero=1000,
                  normalize=True, n_train=None, teacher=None, teacher_weight=3000.0, n_sampled_atoms=1000,
-                 inactive_grad="zero", eval_every=None, random_state=None, device="cpu",
+                 inactive_grad="zero", eval_every=None, random_state=None, device="auto",
                  verbose=False, checkpoint_dir=None, checkpoint_every=1000, resume=False, backend="local",
                  backend_options=None, distributed="auto"):
-        self.n_clusters = n_clusters
-        self.hidden_sizes = hidden_sizes
-        self.embed_dim = embed_dim
-        self.gamma = gamma
-        self.lmbd = lmbd
-        self.n_iter = n_iter
-        self.batch_size = batch_size
-        self.block_size = block_size
-        self.algorithm = algorithm
-        self.lr = lr
-        self.lr_threshold = lr_threshold
-        self.grad_clip = grad_clip
-        self.n_neighbors = n_neighbors
-        self.affinity = affinity
-        self.n_components = n_components
-        self.n_init = n_init
-        self.n_nonzero = n_nonzero
-        self.normalize = normalize
-        self.n_train = n_train
-        self.teacher = teacher
-        self.teacher_weight = teacher_weight
-        self.n_sampled_atoms = n_sampled_atoms
-        self.inactive_grad = inactive_grad
-        self.eval_every = eval_every
-        self.random_state = random_state
-        self.device = device
-        self.verbose = verbose
-        self.checkpoint_dir = checkpoint_dir
-        self.checkpoint_every = checkpoint_every
-        self.resume = resume
-        self.backend = backend
-        self.backend_options = backend_options
-        self.distributed = distributed
+        store_params(self, locals())
 
     # ------------------------------------------------------------------ validation / building
+    _device = device_property()  # ``device`` resolved: the torch.device of every tensor (selfexpress._device)
+
     def _check_params(self):
         hs = self.hidden_sizes
         if isinstance(hs, (int, np.integer)):
@@ -428,23 +401,25 @@ class SENet(SelfExpressiveClustering):
         if not (isinstance(self.distributed, bool) or (isinstance(self.distributed, str)
                                                         and self.distributed == "auto")):
             raise ValueError(f"distributed must be True, False or 'auto', got {self.distributed!r}")
-        try:
-            torch.device(self.device)
-        except (RuntimeError, TypeError) as exc:
-            raise ValueError(f"device {self.device!r} is not a valid torch device: {exc}") from None
+        resolve_device(self.device)  # ValueError: malformed, unsupported, or CUDA asked for without CUDA
         return hs
+
+    def _hidden_sizes(self):
+        """``hidden_sizes`` as a tuple of ints (checked by ``_check_params`` at the door of ``fit``)."""
+        hs = self.hidden_sizes
+        return (int(hs),) if isinstance(hs, (int, np.integer)) else tuple(int(h) for h in hs)
 
     def _build(self, in_dim):
         from ..train import seeded
 
-        hs = self._check_params()
+        hs = self._hidden_sizes()
         with seeded(fit_seed(self)):
             module = SENetModule(in_dim, hs, int(self.embed_dim))
-        return module.to(self.device)
+        return module.to(self._device)
 
     def _memory_estimate(self, n_samples, n_features):
         """Training (autograd graph) and inference (coefficient tiles) peak bytes; see ``_check_memory``."""
-        hs = self._check_params()
+        hs = self._hidden_sizes()
         p, D = int(self.embed_dim), n_features
         n_tr = min(int(self.n_train or n_samples), n_samples)
         m = min(int(self.batch_size), n_tr)
@@ -465,7 +440,7 @@ class SENet(SelfExpressiveClustering):
         return out
 
     def _inference_bytes(self, n_rows, n_dict, n_features):
-        hs = self._check_params()
+        hs = self._hidden_sizes()
         p = int(self.embed_dim)
         k = min(int(self.n_nonzero), n_dict)
         rb = min(max(int(self.block_size), 1), n_rows)
@@ -474,7 +449,7 @@ class SENet(SelfExpressiveClustering):
                 + 12 * n_rows * k)
 
     def _tensor(self, X):
-        return torch.as_tensor(np.ascontiguousarray(X, dtype=np.float32), device=self.device)
+        return torch.as_tensor(np.ascontiguousarray(X, dtype=np.float32), device=self._device)
 
     # ------------------------------------------------------------------ fitting
     def fit(self, X, y=None, eval_set=None, callbacks=None):
@@ -508,7 +483,7 @@ class SENet(SelfExpressiveClustering):
         params = {k: v for k, v in self.get_params().items()
                   if k not in ("verbose", "checkpoint_dir", "checkpoint_every", "resume", "device", "eval_every",
                                "n_init", "n_components", "affinity", "n_neighbors", "n_nonzero", "distributed")}
-        params["hidden_sizes"] = list(self._check_params())
+        params["hidden_sizes"] = list(self._hidden_sizes())
         from ._files import data_fingerprint
 
         return {"model": MODEL_KIND, "params": params, **data_fingerprint(X)}
@@ -516,7 +491,7 @@ class SENet(SelfExpressiveClustering):
     def _fit_coef(self, X):
         from ..train import Trainer
 
-        hs = self._check_params()
+        hs = self._hidden_sizes()
         seed = fit_seed(self)
         n = X.shape[0]
         y = getattr(self, "_fit_y", None)
@@ -648,7 +623,7 @@ class SENet(SelfExpressiveClustering):
         check_allocation(self._inference_bytes(X.shape[0], D.shape[0], D.shape[1]),
                          f"SENet coefficients of {X.shape[0]} points on {D.shape[0]} atoms",
                          f"lower block_size (now {self.block_size}) or n_nonzero (now {self.n_nonzero})",
-                         device=self.device)
+                         device=self._device)
         keys = self._embed(module.key, D)  # once for the whole dictionary
         k = min(int(n_nonzero or self.n_nonzero), D.shape[0])
         rb = max(int(self.block_size), 1)
@@ -801,6 +776,7 @@ class SENet(SelfExpressiveClustering):
         params = self.get_params()
         params["hidden_sizes"] = list(self._check_params())
         params["checkpoint_dir"] = None if params["checkpoint_dir"] is None else str(params["checkpoint_dir"])
+        params["device"] = str(params["device"])  # a torch.device too; load() does not reuse it
         config = {"params": params, "n_features_in": int(self.n_features_in_), "n_iter_done": int(self.n_iter_),
                   "history": getattr(self, "history_", None), "timings": getattr(self, "timings_", {})}
         pack_feature_transform(self, tensors, config)
@@ -825,8 +801,7 @@ class SENet(SelfExpressiveClustering):
         try:
             params = dict(config["params"])
             params["hidden_sizes"] = tuple(params["hidden_sizes"])
-            if device is not None:
-                params["device"] = device
+            params["device"] = "auto" if device is None else device  # never the device it was saved from
             model = cls(**params)
             hs = model._check_params()
             n_features = config["n_features_in"]

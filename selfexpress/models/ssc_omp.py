@@ -21,9 +21,10 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from .._device import device_property, resolve_device
 from .._memory import check_allocation
 from .._validation import check_positive
-from .base import SelfExpressiveClustering
+from .base import SelfExpressiveClustering, store_params
 
 __all__ = ["SSCOMP", "omp_coef"]
 
@@ -34,7 +35,7 @@ def omp_coef(X, n_nonzero=10, thr=1e-6, block_size=1024, device="cpu", verbose=F
     With ``return_info`` also returns ``{"n_steps": mean support size, "seconds": ...}``.
     """
     t_start = time.perf_counter()
-    dev = torch.device(device)
+    dev = resolve_device(device)
     X32 = torch.as_tensor(np.ascontiguousarray(X, dtype=np.float32), device=dev)
     N, D = X32.shape
     k_max = int(min(n_nonzero, N - 1))
@@ -106,7 +107,7 @@ class SSCOMP(SelfExpressiveClustering):
     affinity, n_neighbors, n_components, n_init, normalize, random_state : see :class:`SelfExpressiveClustering`.
     block_size : int, points per coherence matmul (memory ~ 4 * block_size * N bytes).
     verbose : bool, progress bar over blocks.
-    device : str, torch device.
+    device : str or torch.device, default "auto" (CUDA when available, else the CPU; see selfexpress._device).
 
     Fitted attributes: ``coef_``, ``affinity_``, ``labels_``, ``timings_``.
     """
@@ -121,30 +122,17 @@ class SSCOMP(SelfExpressiveClustering):
     }
 
     def __init__(self, n_clusters=8, *, n_nonzero=10, thr=1e-6, affinity="symmetric", n_neighbors=3, n_components=None,
-                 n_init=20, normalize=True, random_state=None, block_size=1024, verbose=False, device="cpu"):
-        self.n_clusters = n_clusters
-        self.n_nonzero = n_nonzero
-        self.thr = thr
-        self.affinity = affinity
-        self.n_neighbors = n_neighbors
-        self.n_components = n_components
-        self.n_init = n_init
-        self.normalize = normalize
-        self.random_state = random_state
-        self.block_size = block_size
-        self.verbose = verbose
-        self.device = device
+                 n_init=20, normalize=True, random_state=None, block_size=1024, verbose=False, device="auto"):
+        store_params(self, locals())
 
-    def _check_common(self, X):
+    _device = device_property()  # ``device`` resolved: the torch.device of every tensor (selfexpress._device)
+
+    def _check_params(self):
         check_positive(self.n_nonzero, "n_nonzero", integer=True)
         check_positive(self.thr, "thr", allow_zero=True)
         check_positive(self.block_size, "block_size", integer=True)
-        try:
-            torch.device(self.device)
-        except (RuntimeError, TypeError) as exc:
-            raise ValueError(f"invalid device {self.device!r}: {exc}") from None
-        return super()._check_common(X)
+        resolve_device(self.device)  # ValueError: malformed, unsupported, or CUDA asked for without CUDA
 
     def _fit_coef(self, X):
-        return omp_coef(X, n_nonzero=self.n_nonzero, thr=self.thr, block_size=self.block_size, device=self.device,
+        return omp_coef(X, n_nonzero=self.n_nonzero, thr=self.thr, block_size=self.block_size, device=self._device,
                         verbose=self.verbose)

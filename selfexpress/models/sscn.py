@@ -50,14 +50,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.base import BaseEstimator, ClusterMixin
 from torch import nn
 
-from .._memory import check_allocation
-from .._validation import (check_data, check_is_fitted, check_n_clusters, check_n_features, check_positive,
-                           check_random_state_int, fit_seed)
-from ._autoencoder import (ConvAutoEncoder, IdentityAutoEncoder, as_input_shape, check_architecture,
-                           conv_output_sizes, pretrain_autoencoder, reconstruction_loss)
+from .._device import device_property
+from .._validation import check_is_fitted, check_positive, fit_seed
+from ._autoencoder import reconstruction_loss
+from ._deep import AutoEncoderClustering, DSCPostprocessing
+from .base import store_params
 
 __all__ = ["SSCN", "SSCNModule", "RotationClassifier", "CayleyAdam", "cayley_retraction", "sscn_se_loss"]
 
@@ -204,7 +203,7 @@ def sscn_se_loss(module, xb, lambda_reconst=1.0, lambda_reg=1.0, lambda_ssc=1.0,
 
 
 # ----------------------------------------------------------------------------------------------- estimator
-class SSCN(ClusterMixin, BaseEstimator):
+class SSCN(DSCPostprocessing, AutoEncoderClustering):
     """Siamese subspace clustering network: self-expression as ``Q = H H^T``, pseudo-labels, Stiefel rotation.
 
     Inductive: :meth:`predict` labels unseen points with the projection classifier (no spectral clustering).
@@ -268,7 +267,9 @@ class SSCN(ClusterMixin, BaseEstimator):
         of another fit, as the reference loads one from disk); skips pretraining.
     random_state : int or None
         Seeds the initialisation, every stage's batch order, the SVD start (fixed ``v0 = 1``) and k-means.
-    device : str, default "cpu"
+    device : str or torch.device, default "auto"
+        "auto" (CUDA when available, else the CPU), "cpu", "cuda" / "cuda:N" or a torch.device
+        (:func:`selfexpress._device.resolve_device`); every tensor of the fit lives there.
     verbose : bool, default False
         Progress bars and one line per stage.
     checkpoint_dir : path or None
@@ -307,152 +308,45 @@ class SSCN(ClusterMixin, BaseEstimator):
                  lr_ae=1e-3, n_epochs=30, batch_size=1000, lr=1e-3, n_epochs_clf=30, batch_size_clf=1000,
                  steps_per_batch=10, lr_clf=0.1, momentum=0.9, beta2=0.99, noise_threshold=0.1, noise_alpha=8.0,
                  postprocess="sparse", n_neighbors=300, max_nonzero=None, block_size=1024, n_init=20,
-                 pretrained_autoencoder=None, random_state=None, device="cpu", verbose=False, checkpoint_dir=None,
+                 pretrained_autoencoder=None, random_state=None, device="auto", verbose=False, checkpoint_dir=None,
                  resume=False):
-        self.n_clusters = n_clusters
-        self.max_cluster_dim = max_cluster_dim
-        self.architecture = architecture
-        self.image_shape = image_shape
-        self.kernel_sizes = kernel_sizes
-        self.channels = channels
-        self.stride = stride
-        self.paddings = paddings
-        self.lambda_reconst = lambda_reconst
-        self.lambda_reg = lambda_reg
-        self.lambda_ssc = lambda_ssc
-        self.n_epochs_ae = n_epochs_ae
-        self.batch_size_ae = batch_size_ae
-        self.lr_ae = lr_ae
-        self.n_epochs = n_epochs
-        self.batch_size = batch_size
-        self.lr = lr
-        self.n_epochs_clf = n_epochs_clf
-        self.batch_size_clf = batch_size_clf
-        self.steps_per_batch = steps_per_batch
-        self.lr_clf = lr_clf
-        self.momentum = momentum
-        self.beta2 = beta2
-        self.noise_threshold = noise_threshold
-        self.noise_alpha = noise_alpha
-        self.postprocess = postprocess
-        self.n_neighbors = n_neighbors
-        self.max_nonzero = max_nonzero
-        self.block_size = block_size
-        self.n_init = n_init
-        self.pretrained_autoencoder = pretrained_autoencoder
-        self.random_state = random_state
-        self.device = device
-        self.verbose = verbose
-        self.checkpoint_dir = checkpoint_dir
-        self.resume = resume
+        store_params(self, locals())
 
     # ------------------------------------------------------------------ validation
+    _device = device_property()  # ``device`` resolved: the torch.device of every tensor (selfexpress._device)
+
     def _check_params(self):
-        if isinstance(self.n_clusters, bool) or not isinstance(self.n_clusters, (int, np.integer)) \
-                or self.n_clusters < 2:
-            raise ValueError(f"n_clusters must be an integer >= 2, got {self.n_clusters!r}")
-        check_positive(self.max_cluster_dim, "max_cluster_dim", integer=True)
-        if self.architecture not in ("auto", "conv", "linear"):
-            raise ValueError(f"architecture must be 'auto', 'conv' or 'linear', got {self.architecture!r}")
-        check_architecture(self.image_shape, self.kernel_sizes, self.channels, self.stride, self.paddings)
-        for name in ("lambda_reconst", "lambda_reg", "lambda_ssc"):
-            check_positive(getattr(self, name), name, allow_zero=True)
-        for name in ("n_epochs_ae", "n_epochs", "n_epochs_clf"):
-            check_positive(getattr(self, name), name, integer=True, allow_zero=True)
-        for name in ("batch_size_ae", "batch_size", "batch_size_clf", "steps_per_batch", "n_neighbors",
-                     "block_size", "n_init"):
+        self._check_common_params()
+        self._check_autoencoder_params()
+        self._check_dsc_params()
+        check_positive(self.n_epochs_clf, "n_epochs_clf", integer=True, allow_zero=True)
+        for name in ("batch_size", "batch_size_clf", "steps_per_batch"):
             check_positive(getattr(self, name), name, integer=True)
-        for name in ("lr_ae", "lr", "lr_clf", "noise_alpha"):
-            check_positive(getattr(self, name), name)
+        check_positive(self.lr_clf, "lr_clf")
         for name in ("momentum", "beta2"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float, np.floating)) or not 0 <= v < 1:
                 raise ValueError(f"{name} must be in [0, 1), got {v!r}")
-        if self.noise_threshold is not None:
-            v = self.noise_threshold
-            if isinstance(v, bool) or not isinstance(v, (int, float, np.floating)) or not 0 < v <= 1:
-                raise ValueError(f"noise_threshold must be in (0, 1] or None, got {v!r}")
-        if self.postprocess not in ("sparse", "dense"):
-            raise ValueError(f"postprocess must be 'sparse' or 'dense', got {self.postprocess!r}")
-        if self.max_nonzero is not None:
-            check_positive(self.max_nonzero, "max_nonzero", integer=True)
-        if self.pretrained_autoencoder is not None and not isinstance(self.pretrained_autoencoder, dict):
-            raise ValueError("pretrained_autoencoder must be None or a state_dict (dict of tensors), got "
-                             f"{type(self.pretrained_autoencoder).__name__}")
-        check_random_state_int(self.random_state)
-        try:
-            torch.device(self.device)
-        except (RuntimeError, TypeError) as exc:
-            raise ValueError(f"device {self.device!r} is not a valid torch device: {exc}") from None
-
-    def _resolve_architecture(self, n_features):
-        shape = as_input_shape(self.image_shape)
-        n_pix = int(np.prod(shape))
-        if self.architecture == "conv" and n_features != n_pix:
-            raise ValueError(f"architecture='conv' needs {n_pix} features per point (image_shape={shape}), "
-                             f"got {n_features}")
-        if self.architecture == "linear" or (self.architecture == "auto" and n_features != n_pix):
-            return "linear"
-        return "conv"
-
-    def _flatten(self, X, name="X"):
-        """Accept (n, D), (n, H, W) or (n, C, H, W); return the validated (n, D) float32 array."""
-        if not hasattr(X, "shape") or getattr(X, "ndim", 2) <= 2:
-            return check_data(X, name=name, min_samples=1, allow_zero_rows=True)
-        arr = np.asarray(X)
-        if arr.ndim not in (3, 4):
-            raise ValueError(f"{name} must be (n, D), (n, H, W) or (n, C, H, W), got shape {arr.shape}")
-        return check_data(arr.reshape(arr.shape[0], -1), name=name, min_samples=1, allow_zero_rows=True)
-
-    def _autoencoder(self, n_features, arch):
-        if arch == "conv":
-            return ConvAutoEncoder(as_input_shape(self.image_shape), self.kernel_sizes, self.channels, self.stride,
-                                   self.paddings)
-        return IdentityAutoEncoder(n_features)
 
     def _build(self, n_features, arch):
         from ..train import seeded
 
         with seeded(fit_seed(self)):
             module = SSCNModule(self._autoencoder(n_features, arch), int(self.n_clusters), int(self.max_cluster_dim))
-        return module.to(self.device)
-
-    def _per_point_bytes(self, n_features, arch):
-        """Rough training bytes per point: activations, ReLU outputs and their gradients (float32)."""
-        if arch != "conv":
-            return 12 * n_features
-        shape, kernels, chans, stride, pads = check_architecture(self.image_shape, self.kernel_sizes,
-                                                                 self.channels, self.stride, self.paddings)
-        sizes = conv_output_sizes(shape[1:], kernels, stride, pads)
-        acts = sum(c * h * w for c, (h, w) in zip(chans, sizes[1:]))
-        return 12 * (3 * n_features + 4 * acts)
-
-    def _postprocess_estimate(self, n, who="SSCN"):
-        b = min(int(self.block_size), n)
-        kd = int(self.n_clusters) * int(self.max_cluster_dim)
-        if self.postprocess == "dense":
-            return (32 * n * n, f"{who} dense post-processing of {n} x {n} coefficients",
-                    "use postprocess='sparse' (default)")
-        return (24 * n * b + 72 * n * int(self.n_neighbors) + 48 * n * (kd + 1),
-                f"{who} post-processing ({b} x {n} blocks of coefficients)",
-                f"lower block_size (now {self.block_size}) or n_neighbors (now {self.n_neighbors})")
+        return module.to(self._device)
 
     def _memory_estimate(self, n, n_features, arch):
         """``[(bytes, what, hint)]`` of the stages, each checked by the memory guard before fitting."""
-        out = []
+        out = self._pretrain_estimate(n, n_features, arch, "SSCN")
         per_point = self._per_point_bytes(n_features, arch)
-        if arch == "conv" and self.pretrained_autoencoder is None and int(self.n_epochs_ae) > 0:
-            m = min(int(self.batch_size_ae), n)
-            out.append((m * per_point, f"SSCN auto-encoder pretraining on batches of {m} images",
-                        f"lower batch_size_ae (now {self.batch_size_ae})"))
         m = min(int(self.batch_size), n)
         out.append((m * per_point + 16 * m * m, f"SSCN self-expression training on batches of {m} points "
                     f"(Q = H H^T is {m} x {m})", f"lower batch_size (now {self.batch_size})"))
-        out.append(self._postprocess_estimate(n))
+        out.append(self._postprocess_estimate(n, "SSCN"))
         return out
 
     def _tensor(self, X):
-        return torch.as_tensor(np.ascontiguousarray(X, dtype=np.float32), device=self.device)
+        return torch.as_tensor(np.ascontiguousarray(X, dtype=np.float32), device=self._device)
 
     #: parameters that only matter from the pseudo-labels on (not part of the AE / SE checkpoints' identity)
     _LATE_PARAMS = ("noise_threshold", "noise_alpha", "postprocess", "n_neighbors", "max_nonzero", "block_size",
@@ -460,76 +354,26 @@ class SSCN(ClusterMixin, BaseEstimator):
 
     def _fingerprint(self, X, stage):
         """Identity of a training stage for its checkpoints: the parameters it depends on and the data."""
-        skip = {"verbose", "checkpoint_dir", "resume", "device", "pretrained_autoencoder"}
-        if stage != "clf":
-            skip |= set(self._LATE_PARAMS)
-        params = {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.get_params().items() if k not in skip}
-        from ._files import data_fingerprint, state_dict_digest
-
-        pre = state_dict_digest(self.pretrained_autoencoder)
-        return {"model": MODEL_KIND, "stage": stage, "params": params, "pretrained": pre, **data_fingerprint(X)}
-
-    def _log(self, msg):
-        if self.verbose:
-            print(f"[SSCN] {msg}", flush=True)
+        return self._stage_fingerprint(X, stage, () if stage == "clf" else self._LATE_PARAMS)
 
     # ------------------------------------------------------------------ fitting
-    def fit(self, X, y=None):
+    def _fit(self, X, K, arch, seed):
         """Pretrain the auto-encoder, train the self-expression, pseudo-label, train the rotation classifier.
 
-        Parameters
-        ----------
-        X : array-like (n_samples, n_features), (n, H, W) or (n, C, H, W)
-        y : ignored
-
-        Returns
-        -------
-        self
+        Called by :meth:`AutoEncoderClustering.fit` after the checks, the memory guard and the seed.
         """
-        from ..cluster import spectral_clustering
-        from ..graph import dsc_affinity, mass_threshold
         from ..train import Trainer
 
-        self._check_params()
-        X = self._flatten(X)
-        n, D = X.shape
-        if n < 2:
-            raise ValueError(f"X has {n} sample(s); at least 2 are required")
-        K = check_n_clusters(self.n_clusters, n)
+        n = X.shape[0]
         d = int(self.max_cluster_dim)
-        arch = self._resolve_architecture(D)
-        for nbytes, what, hint in self._memory_estimate(n, D, arch):
-            check_allocation(int(nbytes + 4 * n * D), what, hint, device=self.device)
-        seed = fit_seed(self, new=True)  # the one seed of this fit
-        self.n_features_in_ = D
-        self.architecture_ = arch
-        self.timings_ = {}
-        self.history_ = {}
-        module = self._build(D, arch)
+        module = self._build(X.shape[1], arch)
         self.module_ = module
         self.n_parameters_ = int(sum(p.numel() for p in module.parameters() if p.requires_grad))
         Xt = self._tensor(X)
         ckpt = None if self.checkpoint_dir is None else Path(self.checkpoint_dir)
 
-        # 1. auto-encoder pretraining
-        t0 = time.perf_counter()
-        if arch == "conv":
-            if self.pretrained_autoencoder is not None:
-                try:
-                    module.autoencoder.load_state_dict(self.pretrained_autoencoder)
-                except RuntimeError as exc:
-                    raise ValueError(f"pretrained_autoencoder does not fit this architecture: {exc}") from None
-            elif int(self.n_epochs_ae) > 0:
-                self._log(f"pretraining the auto-encoder: {self.n_epochs_ae} epochs, batch {self.batch_size_ae}")
-                tr = pretrain_autoencoder(module.autoencoder, Xt, n_epochs=int(self.n_epochs_ae),
-                                          batch_size=int(self.batch_size_ae), lr=float(self.lr_ae),
-                                          random_state=seed, verbose=self.verbose,
-                                          checkpoint_dir=None if ckpt is None else ckpt / "ae", resume=self.resume,
-                                          fingerprint=self._fingerprint(X, "ae"))
-                self.history_["ae"] = tr.history
-        self.pretrained_autoencoder_ = {k: v.detach().cpu().clone() for k, v in
-                                        module.autoencoder.state_dict().items()}
-        self.timings_["pretrain"] = time.perf_counter() - t0
+        # 1. auto-encoder pretraining (or the given weights)
+        self._pretrain(module.autoencoder, Xt, X, arch, seed)
 
         # 2. self-expression training
         t0 = time.perf_counter()
@@ -555,39 +399,21 @@ class SSCN(ClusterMixin, BaseEstimator):
         # 3. pseudo-labels: DSC-Net post-processing of Q = H H^T + spectral clustering
         t0 = time.perf_counter()
         H = self._embed(X)
-        ro = self.noise_threshold
-        rank = K * d + 1
-        dense = self.postprocess == "dense"
+        Cp, self.pseudo_labels_ = self._dsc_labels(K, seed, t0, factor=H)
         self.coef_ = None
-        if ro is not None and ro < 1:
-            Cp = mass_threshold(factor=H, ro=float(ro), max_nonzero=self.max_nonzero, block_size=int(self.block_size))
+        if Cp is not None:
             self.n_capped_columns_ = int(Cp.capped_)
-            A = dsc_affinity(Cp, rank=rank, alpha=float(self.noise_alpha), n_neighbors=int(self.n_neighbors),
-                             dense=dense, block_size=int(self.block_size))
             coef = Cp.T.tocsr()
             coef.setdiag(0.0)
             coef.eliminate_zeros()
             self.coef_ = coef
-        else:
-            A = dsc_affinity(factor=H, rank=rank, alpha=float(self.noise_alpha), n_neighbors=int(self.n_neighbors),
-                             dense=dense, block_size=int(self.block_size))
-        if dense:
-            import scipy.sparse as sp
-
-            np.fill_diagonal(A, 0.0)
-            A = sp.csr_matrix(A)
-        self.affinity_ = A
-        self.timings_["graph"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        self.pseudo_labels_ = spectral_clustering(A, K, n_init=int(self.n_init), random_state=seed)
-        self.timings_["spectral"] = time.perf_counter() - t0
         self._log(f"pseudo-labels: {np.bincount(self.pseudo_labels_, minlength=K).tolist()}")
 
         # 4. rotation classifier on the frozen embeddings
         t0 = time.perf_counter()
         clf = module.classifier
-        Ht = H.to(self.device)
-        pl = torch.as_tensor(self.pseudo_labels_, dtype=torch.long, device=self.device)
+        Ht = H.to(self._device)
+        pl = torch.as_tensor(self.pseudo_labels_, dtype=torch.long, device=self._device)
         bsc = min(int(self.batch_size_clf), n)
         steps = int(self.steps_per_batch)
         betas = (float(self.momentum), float(self.beta2))
@@ -608,11 +434,6 @@ class SSCN(ClusterMixin, BaseEstimator):
         module.eval()
         self.labels_ = self._logits_of_embedding(Ht).argmax(dim=1).cpu().numpy().astype(np.int64)
         self.timings_["classifier"] = time.perf_counter() - t0
-        return self
-
-    def fit_predict(self, X, y=None):
-        """Fit and return ``labels_``."""
-        return self.fit(X).labels_
 
     # ------------------------------------------------------------------ inference
     @torch.no_grad()
@@ -628,13 +449,7 @@ class SSCN(ClusterMixin, BaseEstimator):
 
     @torch.no_grad()
     def _logits_of_embedding(self, H):
-        return self.module_.classifier(H.to(self.device))
-
-    def _prepare(self, X, name="X"):
-        check_is_fitted(self, "module_")
-        X = self._flatten(X, name)
-        check_n_features(X, self.n_features_in_, name, estimator=self)
-        return X
+        return self.module_.classifier(H.to(self._device))
 
     def transform(self, X):
         """Self-expression embeddings ``H`` (n, K d) of ``X``; ``H H^T`` are the coefficients."""
@@ -693,8 +508,7 @@ class SSCN(ClusterMixin, BaseEstimator):
             for k in ("image_shape", "kernel_sizes", "channels", "paddings"):
                 if isinstance(params.get(k), list):
                     params[k] = tuple(params[k])
-            if device is not None:
-                params["device"] = device
+            params["device"] = "auto" if device is None else device  # never the device it was saved from
             model = cls(**params)
             model._check_params()
             n_features = config["n_features_in"]
