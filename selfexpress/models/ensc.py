@@ -845,7 +845,7 @@ class ElasticNetSubspaceClustering(SelfExpressiveClustering):
         return [(6 * B * N + 16 * N * K + 14 * N * D + 8 * max(64, min(1024, B)) * K * K,
                  f"the EnSC active-set solver on {N} points (block_size x n_samples tiles {B} x {N}, "
                  f"n_samples x support_size supports {N} x {K})",
-                 f"lower block_size (now {self.block_size}) or support_size (now {self.support_size})")]
+                 f"lower block_size (now {self.block_size}) or support_size (now {self.support_size or 100})")]
 
     def _fit_coef(self, X):
         algo, K = self._resolve(X.shape[0])
