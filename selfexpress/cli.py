@@ -276,7 +276,9 @@ def _predict_input(model, args):
     from .pipeline import _read_points, load_input
 
     ft = getattr(model, "feature_transform_", None)
-    pixels = getattr(model, "architecture_", None) == "conv" or type(model).__name__ == "EnergySubspaceClustering"
+    # pixel models (registry input kind "pixels") read raw pixels, except NCSC / SSCN fitted on vectors ("linear")
+    arch = getattr(model, "architecture_", None)
+    pixels = arch == "conv" or (getattr(model, "_input_kind", "features") == "pixels" and arch != "linear")
     if pixels:
         X, y, _ = load_input(args.dataset, args.input, args.labels, args.data_dir, raw=True)
         return X, y

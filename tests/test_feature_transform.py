@@ -195,3 +195,9 @@ def test_predict_by_dataset_name_needs_a_stored_transform(tmp_path, capsys):
     capsys.readouterr()
     assert main(["predict", "--model", str(tmp_path / "m"), "--dataset", "mnist-test"]) == 2
     assert "holds no feature transform" in capsys.readouterr().err
+
+
+def test_scattering_pca_is_public():
+    import selfexpress
+
+    assert selfexpress.ScatteringPCA is ScatteringPCA and "ScatteringPCA" in selfexpress.__all__

@@ -215,13 +215,22 @@ def test_cli_ncsc_on_scattering_features_fits_the_feature_variant_and_predicts_f
     from selfexpress import pipeline
     from selfexpress.cli import main
 
+    from selfexpress.features import ScatteringPCA
+
     X, y = data
     asked = []
+    # a fitted basis standing in for the dataset's scattering + PCA (the fake loader returns X as its features)
+    basis = ScatteringPCA(n_components=X.shape[1], J=2, L=4, shape=(16, 16))
+    q, _ = np.linalg.qr(np.random.default_rng(0).standard_normal((basis.n_scattering_features, X.shape[1])))
+    basis.components_, basis.mean_, basis.eigenvalues_ = np.ascontiguousarray(q.T), None, None
+    basis.image_shape_, basis.n_samples_seen_ = (12, 12), len(X)
+    basis.fingerprint_ = basis._compute_fingerprint()
 
     def fake_load_input(dataset, input_path=None, labels_path=None, data_dir=None, cache_dir=None, *a, raw=False,
                         **k):
-        asked.append((dataset, raw))
-        return X.astype(np.float32), y, 3
+        given = k.get("feature_transform")
+        asked.append((dataset, raw, None if given is None else given.fingerprint_))
+        return (X.astype(np.float32), y, 3) + ((basis,) if k.get("return_transform") else ())
 
     monkeypatch.setattr(pipeline, "load_input", fake_load_input)
     monkeypatch.setitem(pipeline.PRESETS, ("ncsc", "image-features"),
@@ -229,12 +238,14 @@ def test_cli_ncsc_on_scattering_features_fits_the_feature_variant_and_predicts_f
     model = tmp_path / "ncsc"
     assert main(["cluster", "--dataset", "mnist-test", "--method", "ncsc", "--features", "scattering", "-q",
                  "--save-model", str(model)]) == 0
-    assert asked == [("mnist-test", False)]
+    assert asked == [("mnist-test", False, None)]
     assert "ncsc on mnist-test: 180 points" in capsys.readouterr().out
     loaded = NCSC.load(model)
     assert loaded.architecture_ == "linear" and loaded.balance == "uniform"
+    assert loaded.feature_transform_.fingerprint_ == basis.fingerprint_
+    # predict asks for the dataset's features in the model's own basis, not a new one
     assert main(["predict", "--model", str(model), "--dataset", "mnist-test"]) == 0
-    assert asked[-1] == ("mnist-test", False)
+    assert asked[-1] == ("mnist-test", False, basis.fingerprint_)
 
 
 def test_features_switch_errors_and_defaults():

@@ -238,21 +238,29 @@ def _what_file_is(path, head):
 
 
 def _looks_like_header(path, delimiter, skiprows):
-    """The first data line when it holds a non-numeric field (a header), else None."""
+    """The first data line when it is a header: printable text with a non-numeric field, followed by a numeric
+    line (or by nothing). None otherwise -- a binary file or a table broken further down is not a header case."""
     try:
-        with open(path, encoding="utf-8", errors="replace") as fh:
+        with open(path, encoding="utf-8") as fh:
             lines = [ln for ln in fh if ln.strip() and not ln.lstrip().startswith("#")]
-    except OSError:
+    except (OSError, UnicodeDecodeError):
         return None
     if len(lines) <= skiprows:
         return None
-    line = lines[skiprows].strip()
-    for field in (line.split(delimiter) if delimiter else line.split()):
+
+    def numeric(line):
         try:
-            float(field.strip().strip('"'))
+            [float(f.strip().strip('"')) for f in (line.split(delimiter) if delimiter else line.split())]
+            return True
         except ValueError:
-            return line[:80]
-    return None
+            return False
+
+    line = lines[skiprows].strip()
+    if not line.isprintable() or numeric(line):
+        return None
+    if len(lines) > skiprows + 1 and not numeric(lines[skiprows + 1].strip()):
+        return None
+    return line[:80]
 
 
 def _as_labels(arr, what) -> np.ndarray:

@@ -125,11 +125,20 @@ def apply_feature_transform(estimator, X):
                          f"(mapped by its stored feature transform) or {ft.n_components} features made in its basis "
                          "(`selfexpress features --basis-from MODEL`)")
     n_in = getattr(estimator, "n_features_in_", None)
-    n_cols = shape[1] if len(shape) == 2 else (int(np.prod(shape[1:])) if len(shape) > 2 else None)
-    if n_in is not None and n_cols is not None and n_cols != n_in:
-        raise ValueError(f"X has {n_cols} features (shape {tuple(shape)}), but {type(estimator).__name__} is expecting "
-                         f"{n_in} features as input and holds no feature transform to map raw images. Make the "
-                         "features in the model's training basis: `selfexpress features --basis-from FEATURES.npy` "
-                         "(the features file it was trained on), or in Python set model.feature_transform_ to the "
-                         "fitted ScatteringPCA that made its training features")
-    return X
+    if n_in is None or len(shape) not in (2, 3):
+        return X
+    n_cols = int(np.prod(shape[1:]))
+    if n_cols == n_in:  # feature vectors, or images for a model that reads pixels
+        return X
+    reads_pixels = getattr(estimator, "architecture_", None) == "conv" or (
+        getattr(estimator, "_input_kind", "features") == "pixels" and getattr(estimator, "architecture_", None) != "linear")
+    if reads_pixels:
+        return X  # its own check names the wrong image size
+    side = int(round(n_cols ** 0.5))
+    if len(shape) == 3 or (side >= 8 and side * side == n_cols and n_cols > n_in):  # looks like raw images
+        raise ValueError(f"X has {n_cols} features, but {type(estimator).__name__} is expecting {n_in} features as "
+                         f"input; X looks like raw images (shape {tuple(shape)}) and this model holds no feature "
+                         "transform to map them. Make the features in the model's training basis: `selfexpress "
+                         "features --basis-from FEATURES.npy` (the features file it was trained on), or in Python set "
+                         "model.feature_transform_ to the fitted ScatteringPCA that made its training features")
+    return X  # the estimator's own check names the mismatch in scikit-learn's words
