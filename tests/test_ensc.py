@@ -404,3 +404,14 @@ def test_elastic_net_coef_rejects_unknown_algorithm():
     X, _ = _data(n_per=10, seed=18)
     with pytest.raises(ValueError, match="algorithm"):
         elastic_net_coef(X, algorithm="lars")
+
+
+def test_device_auto_means_the_cpu_and_other_devices_are_refused():
+    from selfexpress.data import make_union_of_subspaces
+
+    X, _, _ = make_union_of_subspaces(3, 2, 6, 20, random_state=0)
+    a = ElasticNetSubspaceClustering(n_clusters=3, device="auto", random_state=0).fit(X)
+    b = ElasticNetSubspaceClustering(n_clusters=3, device="cpu", random_state=0).fit(X)
+    assert np.array_equal(a.labels_, b.labels_)
+    with pytest.raises(ValueError, match="device"):
+        ElasticNetSubspaceClustering(n_clusters=3, device="meta").fit(X)

@@ -743,7 +743,7 @@ class ElasticNetSubspaceClustering(SelfExpressiveClustering):
         emulated and ~8x slower). The certificate stays exact either way (error bound and float64 rechecks).
     affinity, n_neighbors, n_components, n_init, normalize, random_state : see :class:`SelfExpressiveClustering`.
     verbose : bool, print one line per oracle round (per-point: a progress bar).
-    device : str, torch device of the active-set solver; only "cpu" for now (other devices raise ValueError).
+    device : str, torch device of the solvers: "cpu" or "auto" (= the CPU; other devices raise ValueError for now).
 
     Fitted attributes: ``coef_``, ``affinity_``, ``labels_``, ``timings_`` (``coef`` is split further in
     ``solver_info_["times"]``), ``algorithm_`` (the algorithm that ran), ``guarantee_`` ("certified": rows
@@ -808,12 +808,13 @@ class ElasticNetSubspaceClustering(SelfExpressiveClustering):
         check_positive(self.block_size, "block_size", integer=True)
         if self.oracle_dtype not in ("auto", "bfloat16", "float32"):
             raise ValueError(f"oracle_dtype must be 'auto', 'bfloat16' or 'float32', got {self.oracle_dtype!r}")
-        try:
-            dev = torch.device(self.device)
-        except (RuntimeError, TypeError) as exc:
-            raise ValueError(f"invalid device {self.device!r}: {exc}") from None
-        if dev.type != "cpu":
-            raise ValueError(f"the EnSC solvers run on the CPU only for now (device={self.device!r} was given)")
+        if isinstance(self.device, str) and self.device == "auto":
+            return  # the solvers run on the CPU: "auto" (the other estimators' default) means the CPU here
+        from .._device import resolve_device
+
+        if resolve_device(self.device).type != "cpu":  # ValueError for a malformed device or CUDA without CUDA
+            raise ValueError(f"the EnSC solvers run on the CPU only for now (device={self.device!r} was given); "
+                             "use device='cpu' or 'auto'")
 
     def _check_common(self, X):
         self._check_params()
@@ -852,7 +853,7 @@ class ElasticNetSubspaceClustering(SelfExpressiveClustering):
         C, info = elastic_net_coef(
             X, gamma=self.gamma, tau=self.tau, gamma_nz=self.gamma_nz, algorithm=algo,
             support_size=K, max_rounds=self.max_rounds, tol=self.tol, block_size=self.block_size,
-            oracle_dtype=self.oracle_dtype, device=self.device, verbose=self.verbose, return_info=True,
+            oracle_dtype=self.oracle_dtype, device="cpu", verbose=self.verbose, return_info=True,
         )
         self.algorithm_ = info["algorithm"]
         self.guarantee_ = info["guarantee"]
