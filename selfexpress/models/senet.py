@@ -44,7 +44,7 @@ from .._validation import (check_data, check_fraction, check_is_fitted, check_n_
                            check_positive, fit_seed)
 from ._senet_engine import soft_threshold
 from .base import SelfExpressiveClustering, normalize_rows, store_params
-from ._files import apply_feature_transform, pack_feature_transform, unpack_feature_transform
+from ._files import apply_feature_transform, check_network_tensors, pack_feature_transform, unpack_feature_transform
 
 __all__ = ["SENet", "SENetModule", "senet_loss_sgd", "senet_backward_two_pass", "senet_loss_distill",
            "elastic_net_penalty"]
@@ -813,17 +813,7 @@ class SENet(SelfExpressiveClustering):
             expected = {f"net.{k}": v for k, v in net.state_dict().items()}
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
             raise ValueError(f"{invalid}: {exc}") from None
-        for k, v in expected.items():
-            t = tensors.get(k)
-            if t is None or tuple(t.shape) != tuple(v.shape) or t.dtype != v.dtype:
-                got = "missing" if t is None else f"{t.dtype} {list(t.shape)}"
-                raise ValueError(f"{invalid}: network tensor {k!r} is {got}, the parameters imply "
-                                 f"{v.dtype} {list(v.shape)}")
-            if not bool(torch.isfinite(t).all()):
-                raise ValueError(f"{invalid}: network tensor {k!r} contains NaN or infinity")
-        extra = sorted(set(tensors) - set(expected) - {"dictionary", "dictionary_labels", "labels"})
-        if extra:
-            raise ValueError(f"{invalid}: unexpected tensors {extra}")
+        check_network_tensors(tensors, expected, invalid, allowed_extra=("dictionary", "dictionary_labels", "labels"))
         D, dl, lab = (tensors.get(k) for k in ("dictionary", "dictionary_labels", "labels"))
         if D is None or dl is None or lab is None:
             raise ValueError(f"{invalid}: the dictionary or the labels are missing")
