@@ -88,18 +88,41 @@ def _load_cached(path: Path, shape, verbose):
     return arr
 
 
+def _resolve_cache_dir(cache_dir):
+    """The cache folder: ``None`` -> the default folder, ``False`` -> no cache (``None``)."""
+    if cache_dir is False:
+        return None
+    return default_cache_dir() if cache_dir is None else cache_dir
+
+
+def _scattering_params(J, L, shape, resize, batch_size):
+    """``(params, key_params)`` of the scattering; the key leaves out the batch size (it does not change results)."""
+    params = {"J": int(J), "L": int(L), "shape": [int(s) for s in shape], "resize": resize,
+              "normalize_maps": True, "batch_size": int(batch_size)}
+    return params, {k: v for k, v in params.items() if k != "batch_size"}
+
+
+def _scattering_keys(parts, key_params):
+    """``(image hashes, cache keys)`` of the scattering of each split in ``parts`` ([(label, images)])."""
+    hashes = [image_hash(im) for _, im in parts]
+    keys = [_key({"kind": "scattering", "images_sha256": h, "n": int(np.asarray(im).shape[0]), **key_params,
+                  "feature_version": FEATURE_VERSION}) for h, (_, im) in zip(hashes, parts)]
+    return hashes, keys
+
+
+def _scattering_of_parts(parts, hashes, keys, cache_dir, params, key_params, verbose, timings, device):
+    """The scattering of every split, each from the cache or computed and stored."""
+    return [_cached_scattering(im, plabel, cache_dir, params, key_params, k, h, verbose, timings, device)[0]
+            for (plabel, im), k, h in zip(parts, keys, hashes)]
+
+
 def _features(parts, label, n_components, normalize, center, cache_dir, verbose, J, L, batch_size, shape,
               resize, return_model, device=None):
     """parts: list of (split label, images). Returns (Z, model_or_None, timings). ``device``: where the scattering
     and the projection run (None / "auto": CUDA when available; the PCA fit itself is float64 on the CPU)."""
-    if cache_dir is False:
-        cache_dir = None
-    elif cache_dir is None:
-        cache_dir = default_cache_dir()
+    cache_dir = _resolve_cache_dir(cache_dir)
     timings = {}
-    params = {"J": int(J), "L": int(L), "shape": [int(s) for s in shape], "resize": resize,
-              "normalize_maps": True, "batch_size": int(batch_size)}
-    key_params = {k: v for k, v in params.items() if k != "batch_size"}  # batching does not change results
+    params, key_params = _scattering_params(J, L, shape, resize, batch_size)
     n = sum(np.asarray(im).shape[0] for _, im in parts)
     dim = scattering_output_dim(J, L, shape)
     n_components = int(n_components)
@@ -107,9 +130,7 @@ def _features(parts, label, n_components, normalize, center, cache_dir, verbose,
         raise ValueError(f"n_components must be in [1, {dim}], got {n_components}")
 
     # keys of the scattering parts (cheap: one sha256 over the images) decide the PCA key up front
-    part_hashes = [image_hash(im) for _, im in parts]
-    part_keys = [_key({"kind": "scattering", "images_sha256": h, "n": int(np.asarray(im).shape[0]),
-                       **key_params, "feature_version": FEATURE_VERSION}) for h, (_, im) in zip(part_hashes, parts)]
+    part_hashes, part_keys = _scattering_keys(parts, key_params)
     pmeta = {"kind": "pca", "scattering_keys": part_keys, "n_components": n_components, "center": bool(center),
              "normalize": bool(normalize), "feature_version": FEATURE_VERSION}
     pkey = _key(pmeta)
@@ -129,10 +150,8 @@ def _features(parts, label, n_components, normalize, center, cache_dir, verbose,
                 timings["features_load"] = round(time.perf_counter() - t0, 3)
                 return Z, model, timings
 
-    S_parts = []
-    for (plabel, im), k, h in zip(parts, part_keys, part_hashes):
-        S, _ = _cached_scattering(im, plabel, cache_dir, params, key_params, k, h, verbose, timings, device)
-        S_parts.append(S)
+    S_parts = _scattering_of_parts(parts, part_hashes, part_keys, cache_dir, params, key_params, verbose, timings,
+                                   device)
     _say(f"PCA of {label}: {n} x {dim} -> {n_components} (center={bool(center)})", verbose)
     t0 = time.perf_counter()
     model = PCAUncentred(n_components=n_components, center=bool(center)).fit(S_parts)
@@ -199,21 +218,11 @@ def _transform_parts(parts, components, mean, normalize, cache_dir, verbose, J, 
     """Features of images ``parts`` ([(label, images)]) on a fitted basis; returns ``(Z, timings)``.
 
     The scattering goes through the same on-disk cache as :func:`_features` (by image hash)."""
-    if cache_dir is False:
-        cache_dir = None
-    elif cache_dir is None:
-        cache_dir = default_cache_dir()
+    cache_dir = _resolve_cache_dir(cache_dir)
     timings = {}
-    params = {"J": int(J), "L": int(L), "shape": [int(s) for s in shape], "resize": resize,
-              "normalize_maps": True, "batch_size": int(batch_size)}
-    key_params = {k: v for k, v in params.items() if k != "batch_size"}
-    S_parts = []
-    for plabel, im in parts:
-        h = image_hash(im)
-        k = _key({"kind": "scattering", "images_sha256": h, "n": int(np.asarray(im).shape[0]), **key_params,
-                  "feature_version": FEATURE_VERSION})
-        S, _ = _cached_scattering(im, plabel, cache_dir, params, key_params, k, h, verbose, timings, device)
-        S_parts.append(S)
+    params, key_params = _scattering_params(J, L, shape, resize, batch_size)
+    S_parts = _scattering_of_parts(parts, *_scattering_keys(parts, key_params), cache_dir, params, key_params,
+                                   verbose, timings, device)
     t0 = time.perf_counter()
     model = PCAUncentred(n_components=components.shape[0], center=mean is not None)
     model.components_, model.mean_, model.n_features_in_ = components, mean, components.shape[1]
