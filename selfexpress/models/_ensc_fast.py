@@ -262,14 +262,7 @@ class _RestrictedSolver(_ActiveSetSolver):
         self._tick("support_search", t0)
         top = sinfo.pop("max_abs_product")
         alpha = top / self.tau / self.gamma if self.gamma_nz else torch.full((N,), 1.0 / self.gamma, dtype=torch.float64)
-        self.supp = supp
-        self.ksize = torch.full((N,), K, dtype=torch.int64)
-        self.alpha = alpha
-        self.coef = torch.zeros(N, K, dtype=torch.float64)
-        self.resid = torch.zeros(N, self.D, dtype=torch.float64)
-        self.exact = torch.zeros(N, dtype=torch.bool)
-        self.certified = torch.zeros(N, dtype=torch.bool)
-        self.strict = torch.zeros(N, dtype=torch.bool)
+        self._start_state(supp, alpha)
         self.stats.update(sinfo)
 
     def run(self):

@@ -322,6 +322,13 @@ class _ActiveSetSolver:
                 alpha[s0:s1] = bb.abs().amax(1) / self.tau / self.gamma
             else:
                 alpha[s0:s1] = 1.0 / self.gamma
+        self._start_state(supp, alpha)
+        self.stats["fp32_redo_rows"] = int(sum(exact_rows))
+        self._tick("init_support", t0)
+
+    def _start_state(self, supp, alpha):
+        """Per-point solver state before any solve: supports ``supp`` (N, K), elastic-net weights ``alpha`` (N,)."""
+        N, K = supp.shape
         self.supp = supp
         self.ksize = torch.full((N,), K, dtype=torch.int64)
         self.alpha = alpha
@@ -330,8 +337,6 @@ class _ActiveSetSolver:
         self.exact = torch.zeros(N, dtype=torch.bool)
         self.certified = torch.zeros(N, dtype=torch.bool)
         self.strict = torch.zeros(N, dtype=torch.bool)
-        self.stats["fp32_redo_rows"] = int(sum(exact_rows))
-        self._tick("init_support", t0)
 
     # -- solve the restricted problems of a set of points ---------------------------------------------------------
     def solve(self, pts):
