@@ -256,14 +256,9 @@ def stage_ncsc(a, dev):
         params.update(n_epochs_ae=1, n_epochs=1, batch_size=80, batch_size_ae=80, channels=(4, 4, 4),
                       classifier_channels=(16, 16))
     model = NCSC(10, device=dev, verbose=not a.smoke and a.verbose, **params)
-    rec.write(params={k: (list(v) if isinstance(v, tuple) else v) for k, v in params.items()}, n_samples=len(y),
-              schedule_note=f"{params['n_epochs_ae']} pretraining epochs (paper 60) + {params['n_epochs']} joint "
-                            "epochs, bounded to fit the device check's time")
-    with rec.part("fit"):
-        model.fit(X)
-    rec.done(metrics=_metrics(y, model.labels_), fit_timings={k: round(float(v), 3) for k, v in
-                                                               model.timings_.items()},
-             device_of_network=str(next(model.module_.parameters()).device))
+    _fit_and_record(rec, model, X, y, params,
+                    f"{params['n_epochs_ae']} pretraining epochs (paper 60) + {params['n_epochs']} joint epochs, "
+                    "bounded to fit the device check's time")
 
 
 def stage_energy(a, dev):
@@ -280,9 +275,15 @@ def stage_energy(a, dev):
         params.update(width=4, proj_hidden=16, embed_dim=8, energy_hidden=(8, 8), batch_size=32, n_dictionary=64,
                       n_epochs_pretrain=1, n_epochs=1, n_nonzero=10, block_size=48, bn_splits=2, n_init=3)
     model = EnergySubspaceClustering(10, device=dev, verbose=not a.smoke and a.verbose, **params)
+    _fit_and_record(rec, model, X, y, params,
+                    f"{params['n_epochs_pretrain']} self-supervised + {params['n_epochs']} joint epochs "
+                    "(bounded; the paper trains to convergence)")
+
+
+def _fit_and_record(rec, model, X, y, params, schedule_note):
+    """Write the stage's parameters, fit the torch model (timed) and finish the record with its metrics."""
     rec.write(params={k: (list(v) if isinstance(v, tuple) else v) for k, v in params.items()}, n_samples=len(y),
-              schedule_note=f"{params['n_epochs_pretrain']} self-supervised + {params['n_epochs']} joint epochs "
-                            "(bounded; the paper trains to convergence)")
+              schedule_note=schedule_note)
     with rec.part("fit"):
         model.fit(X)
     rec.done(metrics=_metrics(y, model.labels_), fit_timings={k: round(float(v), 3) for k, v in
