@@ -1,0 +1,124 @@
+"""SENet learning curves for issue 25: test ACC against training wall time, on one feature basis.
+
+Protocol (senet.txt Table 2, as ``table2.py``): scattering + PCA fitted on the train split and applied to the test
+split; SENet trained on ``--n-train`` points drawn from the train split; every ``--eval-every`` iterations the
+test split is clustered from its own SENet coefficients (test points against the test points, top
+``--n-nonzero`` per row) under both graphs (|C|+|C^T| and the reference's 3-NN graph over rows of C). Evaluation
+time is excluded from the training clock; ``--budget`` (seconds of training) truncates the cosine schedule the
+way a user's time limit would.
+
+    python benchmarks/senet_curve.py --dataset mnist --n-train 2000 --width 1024 --n-iter 6000 \
+        --eval-every 1000 --budget 2400 --out table2_mnist_w1024
+
+Writes ``senet_curve_<out>``: the SENet options, the curve (iteration, training seconds, b, nnz per row, train
+loss, test ACC/NMI under both graphs, SRE), the machine's matmul GFLOP/s before and after, peak RSS.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+import _common  # noqa: F401  (sets sys.path)
+from _common import CACHE_DIR, DATA_DIR, matmul_gflops, peak_rss_mb, write_result
+from senet_real import PAPER, senet_arg_parser, senet_params
+
+
+class Curve:
+    """Trainer callback: evaluates the test split every ``eval_every`` iterations; stops after ``budget`` s of
+    training. Called every step (``every = 1``) so that the budget is checked each iteration."""
+
+    every = 1
+
+    def __init__(self, model, Xte, yte, eval_every, budget, n_nonzero, seed):
+        self.model, self.Xte, self.yte = model, Xte, yte
+        self.eval_every, self.budget, self.n_nonzero, self.seed = int(eval_every), budget, n_nonzero, seed
+        self.points = []
+        self.t_start = time.perf_counter()
+        self.eval_seconds = 0.0
+
+    def train_seconds(self):
+        return time.perf_counter() - self.t_start - self.eval_seconds
+
+    def evaluate(self, iteration, logs):
+        from selfexpress.cluster import spectral_clustering
+        from selfexpress.graph import affinity_from_coef
+        from selfexpress.metrics import evaluate
+
+        t0 = time.perf_counter()
+        train_s = self.train_seconds()
+        module = self.model.module_
+        was = module.training
+        module.eval()
+        C = self.model.self_expressive_coefficients(self.Xte, self.Xte, n_nonzero=self.n_nonzero)
+        module.train(was)
+        point = {"iter": int(iteration), "train_seconds": round(train_s, 2), "b": float(module.threshold.detach()),
+                 "nnz_per_row": round(C.nnz / C.shape[0], 1),
+                 "rec": float(logs["rec"]), "reg": float(logs["reg"])}  # batch means per point
+        for graph in ("symmetric", "knn"):
+            lab = spectral_clustering(affinity_from_coef(C, graph, n_neighbors=3), 10, n_components=15,
+                                      random_state=self.seed)
+            m = evaluate(self.yte, lab, coef=C if graph == "symmetric" else None)
+            point[f"acc_{graph}"] = round(float(m["acc"]), 4)
+            point[f"nmi_{graph}"] = round(float(m["nmi"]), 4)
+            if "sre" in m:
+                point["sre"] = round(float(m["sre"]), 2)
+        self.eval_seconds += time.perf_counter() - t0
+        point["eval_seconds"] = round(time.perf_counter() - t0, 1)
+        self.points.append(point)
+        print(f"[curve] {point}", flush=True)
+
+    def __call__(self, trainer, iteration, logs):
+        over = self.budget is not None and self.train_seconds() > self.budget
+        if iteration % self.eval_every == 0 or iteration == trainer.n_iter or over:
+            self.evaluate(iteration, logs)
+        if over and iteration < trainer.n_iter:
+            trainer.n_iter = iteration  # the schedule keeps its length: a truncated run, as a time limit gives
+        return None
+
+
+def main():
+    from selfexpress.features import dataset_features
+    from selfexpress.models.senet import SENet
+
+    p = senet_arg_parser(__doc__)
+    p.add_argument("--eval-every", type=int, default=1000)
+    p.add_argument("--budget", type=float, default=None, help="seconds of training (evaluations excluded)")
+    p.add_argument("--out", required=True, help="record tag: senet_curve_<out>")
+    a = p.parse_args()
+    if a.dataset.endswith(("-full", "-train", "-test")):
+        p.error("--dataset takes the base name (mnist, fashion-mnist); the train and test splits are used")
+    n = a.n_train[0]
+    gflops_before = matmul_gflops()
+    t0 = time.perf_counter()
+    Xtr, _, basis = dataset_features(f"{a.dataset}-train", data_dir=str(DATA_DIR), cache_dir=str(CACHE_DIR),
+                                     return_transform=True)
+    Xte, yte = dataset_features(f"{a.dataset}-test", data_dir=str(DATA_DIR), cache_dir=str(CACHE_DIR), basis=basis)
+    features_s = time.perf_counter() - t0
+    yte = np.asarray(yte)
+    idx = np.random.default_rng(a.seed).choice(len(Xtr), n, replace=False)
+    params = senet_params(a)
+    model = SENet(10, verbose=False, **params)
+    curve = Curve(model, Xte, yte, a.eval_every, a.budget, a.n_nonzero, a.seed)
+    model.fit(Xtr[idx], callbacks=[curve])
+    gflops_after = matmul_gflops()
+    best = max(curve.points, key=lambda q: max(q["acc_symmetric"], q["acc_knn"]))
+    write_result(f"senet_curve_{a.out}", {
+        "dataset": f"{a.dataset}-test", "n_samples": int(len(yte)), "n_train": n,
+        "protocol": "senet.txt Table 2 on one basis: train on n_train train-split points, cluster the test split "
+                    "from its own coefficients",
+        "params": {k: (list(v) if isinstance(v, tuple) else v) for k, v in params.items()},
+        "eval_every": a.eval_every, "budget_seconds": a.budget, "n_iter_done": int(model.n_iter_),
+        "feature_basis": {"fitted_on": f"{a.dataset}-train", "fingerprint": basis.fingerprint_,
+                          "resize": basis.resize},
+        "features_seconds": round(features_s, 1), "train_seconds": model.timings_.get("train"),
+        "curve": curve.points, "best": best, "final": curve.points[-1],
+        "paper_acc": PAPER.get((a.dataset, n)),
+        "matmul_gflops": {"before": gflops_before, "after": gflops_after,
+                          "mean": round((gflops_before + gflops_after) / 2, 1)},
+        "peak_rss_mb": round(peak_rss_mb(), 1)})
+
+
+if __name__ == "__main__":
+    main()
