@@ -3,9 +3,10 @@
 :class:`TorchClustering` owns the parameter checks every one of them makes (``n_clusters``, ``random_state``,
 ``device``), the fit prologue (validated input, ``n_clusters`` against the data, the memory guard, the one seed of
 the fit) and logging. :class:`AutoEncoderClustering` adds the auto-encoder front of SSCN, DSC-Net and NCSC: a
-conv auto-encoder for images or the identity for feature vectors, its parameter checks, its input handling and the
-"load or pre-train the auto-encoder" stage. :class:`DSCPostprocessing` is DSC-Net's post-processing of the
-coefficients (thresholding, SVD-based affinity), shared by SSCN (pseudo-labels) and DSC-Net.
+conv auto-encoder for images or the identity for feature vectors, its parameter checks, its input handling, the
+"load or pre-train the auto-encoder" stage and the steps of loading a model file that SSCN and NCSC share (the
+model-file helpers of every estimator are in :mod:`._files`). :class:`DSCPostprocessing` is DSC-Net's
+post-processing of the coefficients (thresholding, SVD-based affinity), shared by SSCN (pseudo-labels) and DSC-Net.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from .._validation import (check_data, check_is_fitted, check_n_clusters, check_
                            check_random_state_int, fit_seed)
 from ._autoencoder import (ConvAutoEncoder, IdentityAutoEncoder, as_input_shape, check_architecture,
                            conv_output_sizes, load_or_pretrain)
+from ._files import config_n_features, estimator_from_config, load_network
 
 __all__ = ["TorchClustering", "AutoEncoderClustering", "DSCPostprocessing", "check_torch_device", "flatten_points"]
 
@@ -196,6 +198,30 @@ class AutoEncoderClustering(TorchClustering):
     def fit_predict(self, X, y=None):
         """Fit and return ``labels_``."""
         return self.fit(X).labels_
+
+    # ------------------------------------------------------------------ model files
+    @classmethod
+    def _from_config(cls, config, device):
+        """``(estimator, n_features, architecture)`` from a model file's configuration, each checked: the parameters
+        as ``fit`` checks them (:func:`._files.estimator_from_config`), ``n_features_in`` a positive integer and
+        ``architecture`` the one the parameters imply for it."""
+        model, _ = estimator_from_config(cls, config, device)
+        n_features = config_n_features(config)
+        arch = config["architecture"]
+        if arch not in ("conv", "linear") or arch != model._resolve_architecture(n_features):
+            raise ValueError(f"architecture {arch!r} does not match the parameters and n_features_in")
+        return model, n_features, arch
+
+    def _restore_network(self, module, tensors, config, n_features, arch):
+        """The fitted state a model file holds besides the labels: ``module_`` (``module`` loaded with the file's
+        checked ``net.*`` tensors, in eval mode), ``n_features_in_``, ``architecture_``, ``n_parameters_`` and
+        ``timings_``; the pretrained auto-encoder weights are not kept (``pretrained_autoencoder_`` is None)."""
+        self.module_ = load_network(module, tensors)
+        self.n_features_in_ = n_features
+        self.architecture_ = arch
+        self.n_parameters_ = int(sum(p.numel() for p in module.parameters() if p.requires_grad))
+        self.pretrained_autoencoder_ = None
+        self.timings_ = config.get("timings", {})
 
     def _pretrain(self, ae, Xt, X, arch, seed):
         """Load ``pretrained_autoencoder`` into ``ae`` or pre-train it (conv only); keep its weights and the time."""

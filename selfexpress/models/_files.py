@@ -1,12 +1,16 @@
-"""Helpers shared by the estimators' model files (safetensors + JSON): parameters to JSON, tensor checks."""
+"""Helpers shared by the estimators' model files (safetensors + JSON): parameters to JSON and back, the checks
+every ``load`` makes (the configuration, the network tensors, the labels) and loading the checked weights."""
 
 from __future__ import annotations
+
+from contextlib import contextmanager
 
 import numpy as np
 import torch
 
-__all__ = ["config_params", "check_network_tensors", "state_dict_digest", "data_fingerprint",
-           "pack_feature_transform", "unpack_feature_transform", "apply_feature_transform"]
+__all__ = ["config_params", "estimator_from_config", "config_n_features", "invalid_config", "check_network_tensors",
+           "check_label_tensor", "load_network", "state_dict_digest", "data_fingerprint", "pack_feature_transform",
+           "unpack_feature_transform", "apply_feature_transform"]
 
 #: prefix of the feature transform's arrays inside a model's safetensors file
 FEATURE_PREFIX = "features."
@@ -34,6 +38,39 @@ def config_params(estimator, weights_params=()):
     return params
 
 
+def estimator_from_config(cls, config, device=None):
+    """``(estimator, what its _check_params returned)``: ``cls`` built from a model file's ``config["params"]`` and
+    checked as ``fit`` checks it.
+
+    The parameters :func:`config_params` wrote as JSON lists (tuples: shapes, widths, ranges) become tuples again.
+    The estimator runs on ``device`` (the one given to ``load``; None: "auto"), never on the device the file was
+    saved from.
+    """
+    params = {k: tuple(v) if isinstance(v, list) else v for k, v in dict(config["params"]).items()}
+    params["device"] = "auto" if device is None else device
+    model = cls(**params)
+    return model, model._check_params()
+
+
+def config_n_features(config):
+    """``config["n_features_in"]``, ``ValueError`` unless it is a positive integer."""
+    n_features = config["n_features_in"]
+    if isinstance(n_features, bool) or not isinstance(n_features, int) or n_features < 1:
+        raise ValueError(f"n_features_in must be a positive integer, got {n_features!r}")
+    return n_features
+
+
+@contextmanager
+def invalid_config(invalid):
+    """Around the reading of a model file's configuration: a ``KeyError``, ``TypeError``, ``ValueError`` or
+    ``RuntimeError`` (a missing entry, a refused parameter, a network the parameters cannot build) becomes one
+    ``ValueError`` starting with ``invalid`` (which names the file)."""
+    try:
+        yield
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise ValueError(f"{invalid}: {exc}") from None
+
+
 def check_network_tensors(tensors, expected, invalid, allowed_extra=()):
     """Check a loaded file's tensors against ``expected`` (name -> tensor, e.g. a network built on the meta
     device): every expected name present with the same shape and dtype, floating tensors finite, and no names
@@ -49,6 +86,26 @@ def check_network_tensors(tensors, expected, invalid, allowed_extra=()):
     extra = sorted(set(tensors) - set(expected) - set(allowed_extra))
     if extra:
         raise ValueError(f"{invalid}: unexpected tensors {extra}")
+
+
+def check_label_tensor(tensors, name, n_clusters, invalid):
+    """``tensors[name]`` as an int64 numpy array, ``ValueError`` starting with ``invalid`` unless it is a 1-D int64
+    tensor with values in ``[0, n_clusters)``."""
+    t = tensors.get(name)
+    if t is None or t.dtype != torch.int64 or t.ndim != 1:
+        raise ValueError(f"{invalid}: {name} are missing or not a 1-D int64 tensor")
+    if t.numel() and (int(t.min()) < 0 or int(t.max()) >= n_clusters):
+        raise ValueError(f"{invalid}: {name} are not in [0, n_clusters={n_clusters})")
+    return t.numpy().astype(np.int64)
+
+
+def load_network(module, tensors, prefix="net.", extra=None):
+    """``module`` in eval mode holding the checked ``prefix*`` tensors of a model file (plus ``extra``, buffers the
+    file does not store); returned."""
+    state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+    state.update(extra or {})
+    module.load_state_dict(state)
+    return module.eval()
 
 
 def data_fingerprint(X):

@@ -55,6 +55,7 @@ from .._memory import check_allocation
 from .._validation import check_is_fitted, check_positive, fit_seed
 from ..data.augment import Augment
 from ._deep import TorchClustering, flatten_points
+from ._files import check_network_tensors, config_params, estimator_from_config, invalid_config, load_network
 from .base import store_params
 
 __all__ = ["EnergySubspaceClustering", "EnergyModule", "EnergyNet", "InnerProductEnergy", "SmallConvNet", "ResNet",
@@ -778,8 +779,6 @@ class EnergySubspaceClustering(TorchClustering):
 
     # ------------------------------------------------------------------ model files
     def _config_params(self):
-        from ._files import config_params
-
         return config_params(self, ("pretrained_encoder",))
 
     def save(self, path):
@@ -806,14 +805,8 @@ class EnergySubspaceClustering(TorchClustering):
 
         tensors, config = load_model_file(path, kind=MODEL_KIND)
         invalid = f"{path} is not a valid energy-based SSC model file"
-        try:
-            params = dict(config["params"])
-            for k in ("image_shape", "energy_hidden", "crop_scale"):
-                if isinstance(params.get(k), list):
-                    params[k] = tuple(params[k])
-            params["device"] = "auto" if device is None else device  # never the device it was saved from
-            model = cls(**params)
-            model._check_params()
+        with invalid_config(invalid):
+            model, _ = estimator_from_config(cls, config, device)
             n_features = config["n_features_in"]
             if isinstance(n_features, bool) or not isinstance(n_features, int) or \
                     n_features != int(np.prod(model._shape())):
@@ -823,10 +816,6 @@ class EnergySubspaceClustering(TorchClustering):
                                    int(model.embed_dim), tuple(int(h) for h in model.energy_hidden),
                                    model.coefficients, model.contrastive, float(model.temperature))
             expected = {f"net.{k}": v for k, v in net.state_dict().items() if k != "bank"}
-        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-            raise ValueError(f"{invalid}: {exc}") from None
-        from ._files import check_network_tensors
-
         check_network_tensors(tensors, expected, invalid, ("dictionary", "labels"))
         D, labels = tensors.get("dictionary"), tensors.get("labels")
         if D is None or D.ndim != 2 or D.shape[1] != int(model.embed_dim) or D.dtype != torch.float32 \
@@ -837,11 +826,8 @@ class EnergySubspaceClustering(TorchClustering):
                 labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= K)):
             raise ValueError(f"{invalid}: labels must be a 1-D int64 tensor in [0, n_clusters) with one entry per "
                              "dictionary row")
-        model.module_ = model._build(D.shape[0])
-        state = {k[4:]: v for k, v in tensors.items() if k.startswith("net.")}
-        state["bank"] = torch.zeros(D.shape[0], int(model.embed_dim))
-        model.module_.load_state_dict(state)
-        model.module_.eval()
+        model.module_ = load_network(model._build(D.shape[0]), tensors,
+                                     extra={"bank": torch.zeros(D.shape[0], int(model.embed_dim))})
         model.dictionary_ = D.clone()
         model.labels_ = labels.numpy().astype(np.int64)
         model.n_features_in_ = n_features

@@ -65,8 +65,8 @@ from .._device import device_property
 from .._validation import check_fraction, check_is_fitted, check_n_features, check_positive, fit_seed
 from ._autoencoder import reconstruction_loss
 from ._deep import AutoEncoderClustering
-from ._files import (apply_feature_transform, check_network_tensors, config_params, pack_feature_transform,
-                     unpack_feature_transform)
+from ._files import (apply_feature_transform, check_label_tensor, check_network_tensors, config_params,
+                     invalid_config, pack_feature_transform, unpack_feature_transform)
 from .base import store_params
 
 __all__ = ["NCSC", "NCSCModule", "balance_penalty", "self_expressive_coefficients", "subspace_affinity",
@@ -538,42 +538,15 @@ class NCSC(AutoEncoderClustering):
         tensors, config = load_model_file(path, kind=MODEL_KIND)
         invalid = f"{path} is not a valid NCSC model file"
         feature_transform = unpack_feature_transform(tensors, config, source=str(path))
-        try:
-            params = dict(config["params"])
-            for k in ("image_shape", "kernel_sizes", "channels", "paddings", "classifier_channels"):
-                if isinstance(params.get(k), list):
-                    params[k] = tuple(params[k])
-            params["device"] = "auto" if device is None else device  # never the device it was saved from
-            model = cls(**params)
-            model._check_params()
-            n_features = config["n_features_in"]
-            if isinstance(n_features, bool) or not isinstance(n_features, int) or n_features < 1:
-                raise ValueError(f"n_features_in must be a positive integer, got {n_features!r}")
-            arch = config["architecture"]
-            if arch not in ("conv", "linear") or arch != model._resolve_architecture(n_features):
-                raise ValueError(f"architecture {arch!r} does not match the parameters and n_features_in")
+        with invalid_config(invalid):
+            model, n_features, arch = cls._from_config(config, device)
             with torch.device("meta"):
                 net = NCSCModule(model._autoencoder(n_features, arch), int(model.n_clusters),
                                  tuple(int(c) for c in model.classifier_channels))
             expected = {f"net.{k}": v for k, v in net.state_dict().items()}
-        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-            raise ValueError(f"{invalid}: {exc}") from None
         check_network_tensors(tensors, expected, invalid, allowed_extra=("labels",))
-        labels = tensors.get("labels")
-        K = int(model.n_clusters)
-        if labels is None or labels.dtype != torch.int64 or labels.ndim != 1:
-            raise ValueError(f"{invalid}: labels are missing or not a 1-D int64 tensor")
-        if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= K):
-            raise ValueError(f"{invalid}: labels are not in [0, n_clusters={K})")
-        model.module_ = model._build(n_features, arch)
-        model.module_.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
-        model.module_.eval()
-        model.n_features_in_ = n_features
-        model.architecture_ = arch
-        model.n_parameters_ = int(sum(p.numel() for p in model.module_.parameters() if p.requires_grad))
-        model.labels_ = labels.numpy().astype(np.int64)
-        model.pretrained_autoencoder_ = None
-        model.timings_ = config.get("timings", {})
+        model.labels_ = check_label_tensor(tensors, "labels", int(model.n_clusters), invalid)
+        model._restore_network(model._build(n_features, arch), tensors, config, n_features, arch)
         if feature_transform is not None:
             model.feature_transform_ = feature_transform
         return model

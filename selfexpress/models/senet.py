@@ -44,7 +44,8 @@ from .._validation import (check_data, check_fraction, check_is_fitted, check_n_
                            check_positive, fit_seed)
 from ._senet_engine import soft_threshold
 from .base import SelfExpressiveClustering, normalize_rows, store_params
-from ._files import apply_feature_transform, check_network_tensors, pack_feature_transform, unpack_feature_transform
+from ._files import (apply_feature_transform, check_network_tensors, config_n_features, estimator_from_config,
+                     invalid_config, load_network, pack_feature_transform, unpack_feature_transform)
 
 __all__ = ["SENet", "SENetModule", "senet_loss_sgd", "senet_backward_two_pass", "senet_loss_distill",
            "elastic_net_penalty"]
@@ -798,21 +799,13 @@ class SENet(SelfExpressiveClustering):
         tensors, config = load_model_file(path, kind=MODEL_KIND)
         invalid = f"{path} is not a valid SENet model file"
         feature_transform = unpack_feature_transform(tensors, config, source=str(path))
-        try:
-            params = dict(config["params"])
-            params["hidden_sizes"] = tuple(params["hidden_sizes"])
-            params["device"] = "auto" if device is None else device  # never the device it was saved from
-            model = cls(**params)
-            hs = model._check_params()
-            n_features = config["n_features_in"]
-            if isinstance(n_features, bool) or not isinstance(n_features, int) or n_features < 1:
-                raise ValueError(f"n_features_in must be a positive integer, got {n_features!r}")
+        with invalid_config(invalid):
+            model, hs = estimator_from_config(cls, config, device)
+            n_features = config_n_features(config)
             check_n_clusters(model.n_clusters, 2 ** 62)
             with torch.device("meta"):  # shapes only, no memory
                 net = SENetModule(n_features, hs, int(model.embed_dim))
             expected = {f"net.{k}": v for k, v in net.state_dict().items()}
-        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-            raise ValueError(f"{invalid}: {exc}") from None
         check_network_tensors(tensors, expected, invalid, allowed_extra=("dictionary", "dictionary_labels", "labels"))
         D, dl, lab = (tensors.get(k) for k in ("dictionary", "dictionary_labels", "labels"))
         if D is None or dl is None or lab is None:
@@ -829,9 +822,7 @@ class SENet(SelfExpressiveClustering):
             if t.numel() and (int(t.min()) < 0 or int(t.max()) >= model.n_clusters):
                 raise ValueError(f"{invalid}: {name} are not in [0, n_clusters={model.n_clusters})")
         model.n_features_in_ = n_features
-        model.module_ = model._build(n_features)
-        model.module_.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
-        model.module_.eval()
+        model.module_ = load_network(model._build(n_features), tensors)
         model.dictionary_ = D.numpy().astype(np.float32)
         model.dictionary_labels_ = dl.numpy().astype(np.int64)
         model.labels_ = lab.numpy().astype(np.int64)

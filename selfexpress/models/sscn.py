@@ -56,6 +56,7 @@ from .._device import device_property
 from .._validation import check_is_fitted, check_positive, fit_seed
 from ._autoencoder import reconstruction_loss
 from ._deep import AutoEncoderClustering, DSCPostprocessing
+from ._files import check_label_tensor, check_network_tensors, invalid_config
 from .base import store_params
 
 __all__ = ["SSCN", "SSCNModule", "RotationClassifier", "CayleyAdam", "cayley_retraction", "sscn_se_loss"]
@@ -503,52 +504,23 @@ class SSCN(DSCPostprocessing, AutoEncoderClustering):
 
         tensors, config = load_model_file(path, kind=MODEL_KIND)
         invalid = f"{path} is not a valid SSCN model file"
-        try:
-            params = dict(config["params"])
-            for k in ("image_shape", "kernel_sizes", "channels", "paddings"):
-                if isinstance(params.get(k), list):
-                    params[k] = tuple(params[k])
-            params["device"] = "auto" if device is None else device  # never the device it was saved from
-            model = cls(**params)
-            model._check_params()
-            n_features = config["n_features_in"]
-            if isinstance(n_features, bool) or not isinstance(n_features, int) or n_features < 1:
-                raise ValueError(f"n_features_in must be a positive integer, got {n_features!r}")
-            arch = config["architecture"]
-            if arch not in ("conv", "linear") or arch != model._resolve_architecture(n_features):
-                raise ValueError(f"architecture {arch!r} does not match the parameters and n_features_in")
+        with invalid_config(invalid):
+            model, n_features, arch = cls._from_config(config, device)
             if arch == "linear" and n_features * int(model.n_clusters) * int(model.max_cluster_dim) > 2**31:
                 raise ValueError("the linear embedding implied by the parameters is implausibly large")
             with torch.device("meta"):  # shapes only, no memory
                 net = SSCNModule(model._autoencoder(n_features, arch), int(model.n_clusters),
                                  int(model.max_cluster_dim))
             expected = {f"net.{k}": v for k, v in net.state_dict().items()}
-        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-            raise ValueError(f"{invalid}: {exc}") from None
-        from ._files import check_network_tensors
-
         check_network_tensors(tensors, expected, invalid, ("labels", "pseudo_labels"))
         R = tensors["net.classifier.R"]
         dev = float(torch.linalg.matrix_norm(R.T @ R - torch.eye(R.shape[0], dtype=R.dtype)))
         if dev > 1e-4:
             raise ValueError(f"{invalid}: the rotation R is not orthogonal (||R^T R - I|| = {dev:.3g})")
         K = int(model.n_clusters)
-        for name in ("labels", "pseudo_labels"):
-            t = tensors.get(name)
-            if t is None or t.dtype != torch.int64 or t.ndim != 1:
-                raise ValueError(f"{invalid}: {name} is missing or not a 1-D int64 tensor")
-            if t.numel() and (int(t.min()) < 0 or int(t.max()) >= K):
-                raise ValueError(f"{invalid}: {name} are not in [0, n_clusters={K})")
-        if tensors["labels"].shape != tensors["pseudo_labels"].shape:
+        model.labels_, model.pseudo_labels_ = (check_label_tensor(tensors, name, K, invalid)
+                                               for name in ("labels", "pseudo_labels"))
+        if model.labels_.shape != model.pseudo_labels_.shape:
             raise ValueError(f"{invalid}: labels and pseudo_labels differ in length")
-        model.module_ = model._build(n_features, arch)
-        model.module_.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
-        model.module_.eval()
-        model.n_features_in_ = n_features
-        model.architecture_ = arch
-        model.n_parameters_ = int(sum(p.numel() for p in model.module_.parameters() if p.requires_grad))
-        model.labels_ = tensors["labels"].numpy().astype(np.int64)
-        model.pseudo_labels_ = tensors["pseudo_labels"].numpy().astype(np.int64)
-        model.pretrained_autoencoder_ = None
-        model.timings_ = config.get("timings", {})
+        model._restore_network(model._build(n_features, arch), tensors, config, n_features, arch)
         return model
