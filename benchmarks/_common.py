@@ -101,18 +101,51 @@ class Stages:
         return round(sum(self.times.values()), 3)
 
 
-def write_result(name: str, record: dict) -> Path:
-    """Write one JSON record to benchmarks/results/<name>.json (atomically) and return its path."""
+#: a record's tag: a file name without its ``.json`` (letters, digits, ``. _ + -``; no folders)
+_TAG_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._+-")
+
+
+def script_stem(script: str | os.PathLike | None = None) -> str:
+    """The stem of the benchmark script a record belongs to: ``script`` (``"ensc_fast"``, ``"ensc_fast.py"`` or a
+    path) or else the running script (``sys.argv[0]``, which must be a script in benchmarks/)."""
+    if script is None:
+        argv0 = sys.argv[0] if sys.argv else ""
+        if not argv0.endswith(".py") or Path(argv0).resolve().parent != REPO / "benchmarks":
+            raise ValueError(f"cannot tell which benchmark script writes this record (sys.argv[0] = {argv0!r} is not "
+                             "a script in benchmarks/): pass script=")
+        script = argv0
+    stem = Path(script).name.removesuffix(".py")
+    if not stem or stem[0] in "._" or not set(stem) <= _TAG_CHARS:
+        raise ValueError(f"not a benchmark script name: {script!r}")
+    return stem
+
+
+def result_path(tag: str, suffix: str = ".json", script: str | os.PathLike | None = None) -> Path:
+    """``benchmarks/results/<script-stem>/<tag><suffix>``: where the record ``tag`` of ``script`` (default: the
+    running script, :func:`script_stem`) lives; side files (a text table, a figure) take another ``suffix``."""
+    if not tag or tag[0] in "._-" or not set(tag) <= _TAG_CHARS:
+        raise ValueError(f"a record tag is a plain file name (letters, digits, '._+-', not starting with '._-'): "
+                         f"{tag!r}")
+    return RESULTS / script_stem(script) / f"{tag}{suffix}"
+
+
+def write_result(tag: str, record: dict, script: str | os.PathLike | None = None) -> Path:
+    """Write one JSON record to ``benchmarks/results/<script-stem>/<tag>.json`` (atomically), regenerate the index
+    and return its path. ``script``: the producing benchmark script (default: the running one, ``sys.argv[0]``).
+    Refuses uncommitted code (:func:`check_committed`): the record names the commit that reproduces it."""
     from selfexpress.io import atomic_write_json
 
     check_committed()
+    path = result_path(tag, script=script)
+    name = f"{script_stem(script)}.py"
     record = dict(record)
-    record.setdefault("script", Path(sys.argv[0]).name if sys.argv and sys.argv[0].endswith(".py") else None)
+    if record.setdefault("script", name) != name:
+        raise ValueError(f"record says script {record['script']!r} but is written for {name!r}")
     record.setdefault("machine", machine())
     record.setdefault("commit", commit())
     record.setdefault("date", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
     record.setdefault("peak_rss_mb", round(peak_rss_mb(), 1))
-    path = RESULTS / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(path, record)
     print(f"wrote {path}")
     write_index()
@@ -120,13 +153,13 @@ def write_result(name: str, record: dict) -> Path:
 
 
 def write_index():
-    """Regenerate benchmarks/results/INDEX.md (benchmarks/index.py) so that it lists every record."""
+    """Regenerate ``RESULTS``/INDEX.md (benchmarks/index.py) so that it lists every record."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("_bench_index", REPO / "benchmarks" / "index.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    module.main([])
+    module.main(["--results-dir", str(RESULTS)])
 
 
 def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:

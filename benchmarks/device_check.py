@@ -18,7 +18,8 @@ Stages and the settings they run (the papers' where they fit in the time; what w
 * ``energy``: the energy model (LDRSC) on Fashion-MNIST-10k (the test split) with the paper's ResNet-50 backbone
   (width 64), lambda1 10, lambda2 1, batch 256, ``--energy-epochs-pretrain`` + ``--energy-epochs`` epochs.
 
-Each stage writes ``<results-dir>/<tag>_<stage>[_smoke].json`` (first with status "running", then "done"): ACC /
+Each stage writes ``<results-dir>/[<tag>_]<stage>[_smoke].json`` (by default
+``benchmarks/results/device_check/<stage>.json``; first with status "running", then "done"): ACC /
 NMI / ARI, wall time per part, peak GPU memory (torch.cuda.max_memory_allocated; None on the CPU), the device and
 its name, TF32, torch / CUDA versions, the schedule that ran and the paper's figures, machine and commit.
 
@@ -94,6 +95,11 @@ def _sync(dev):
         torch.cuda.synchronize(dev)
 
 
+def record_path(a, stage):
+    """``<results-dir>/[<tag>_]<stage>[_smoke].json``."""
+    return Path(a.results_dir) / ("_".join(x for x in (a.tag, stage, "smoke" if a.smoke else "") if x) + ".json")
+
+
 class Record:
     """One stage's JSON record, rewritten at every step (an interrupted stage leaves what it finished)."""
 
@@ -102,7 +108,7 @@ class Record:
 
         from selfexpress._device import device_name, tf32_enabled
 
-        self.path = Path(a.results_dir) / f"{a.tag}_{stage}{'_smoke' if a.smoke else ''}.json"
+        self.path = record_path(a, stage)
         self.dev = dev
         self.t0 = time.perf_counter()
         self.data = {
@@ -301,8 +307,9 @@ def parse_args(argv=None):
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
     p.add_argument("--data-dir", default=str(DATA_DIR))
     p.add_argument("--cache-dir", default=None, help="feature cache (default: benchmarks' cache; smoke: none)")
-    p.add_argument("--results-dir", default=str(RESULTS))
-    p.add_argument("--tag", default="device_check")
+    p.add_argument("--results-dir", default=str(RESULTS / "device_check"),
+                   help="where the records go (default: benchmarks/results/device_check)")
+    p.add_argument("--tag", default="", help="prefix of the record names (<tag>_<stage>.json; default none)")
     p.add_argument("--senet-budget", type=float, default=60.0, help="seconds of SENet training (default 60)")
     p.add_argument("--ncsc-epochs-ae", type=int, default=15)
     p.add_argument("--ncsc-epochs", type=int, default=8)
@@ -337,7 +344,7 @@ def main(argv=None):
             failed.append(stage)
             print(f"[device_check] {stage} FAILED after {time.perf_counter() - t0:.1f} s: {exc!r}", file=sys.stderr)
             traceback.print_exc()
-            path = Path(a.results_dir) / f"{a.tag}_{stage}{'_smoke' if a.smoke else ''}.json"
+            path = record_path(a, stage)
             try:
                 data = json.loads(path.read_text()) if path.exists() else {"stage": stage}
                 data.update(status="failed", error=f"{type(exc).__name__}: {exc}")

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The prepared device check of issue 27: run it once whenever a GPU is lent (<= 8 minutes on one recent
-# datacenter GPU), then commit the records it writes (benchmarks/results/device_check_*.json).
+# datacenter GPU), then commit the records it writes (benchmarks/results/device_check/*.json).
 #
 #   bash benchmarks/device_check.sh                 # the four stages on --device auto (CUDA when torch sees one)
 #   bash benchmarks/device_check.sh --smoke         # tiny sizes on any machine (seconds; part of the test suite)

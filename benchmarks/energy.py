@@ -1,11 +1,11 @@
 """Energy-based self-expressiveness (LDRSC, energy-based-ssc.txt) on Fashion-MNIST-10k and MNIST-10k, on a CPU.
 
-    # the recorded runs (benchmarks/results/energy_*.json), about 47 / 31 / 20 minutes on the shared machine:
+    # the recorded runs (benchmarks/results/energy/*.json), about 47 / 31 / 20 minutes on the shared machine:
     python benchmarks/energy.py --dataset fashion-mnist-test --pretrain-epochs 25 --joint-epochs 3 --ablation \
-        --out energy_fashion10k
-    python benchmarks/energy.py --dataset mnist-10k --pretrain-epochs 15 --joint-epochs 3 --out energy_mnist10k
+        --out fashion10k
+    python benchmarks/energy.py --dataset mnist-10k --pretrain-epochs 15 --joint-epochs 3 --out mnist10k
     python benchmarks/energy.py --dataset mnist-10k --pretrain-epochs 15 --joint-epochs 3 --flip 0 \
-        --out energy_mnist10k_noflip
+        --out mnist10k_noflip
     python benchmarks/energy.py --n 2000 ...            # a random subset (development)
 
 1. Stage 1 (self-supervised dictionary learning: MoCo InfoNCE, momentum encoder, memory bank) once.
@@ -15,7 +15,7 @@
    the same budget (epochs, batch, dictionary sample, learning rates): the paper's Table 5 side by side.
 
 Diagnostics: k-means on the stage-1 embeddings (what the representation alone gives), and ``predict`` on the
-training images against ``labels_`` (the inductive rule). The record (benchmarks/results/<out>.json) holds the
+training images against ``labels_`` (the inductive rule). The record (benchmarks/results/energy/<out>.json) holds the
 machine, commit, schedule and hyper-parameters, wall time per stage, peak RSS, and the paper's figures; it is
 rewritten after each step, so an interrupted run leaves what it finished.
 
@@ -83,7 +83,7 @@ def main():
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--verbose", action="store_true", help="progress bars")
     p.add_argument("--save-model", help="save the fitted energy model here (safetensors + JSON) for re-evaluation")
-    p.add_argument("--out", default="energy_fashion10k", help="result name in benchmarks/results/")
+    p.add_argument("--out", default="fashion10k", help="record tag: benchmarks/results/energy/<out>.json")
     a = p.parse_args()
 
     import torch

@@ -13,7 +13,7 @@ For each dataset, in a fresh process (so that the peak RSS is that run's alone):
 - ACC / NMI (geometric) / ARI, seconds per stage, peak RSS, and the machine's fp32 matmul GFLOP/s measured in the
   same process before and after the run (``matmul_gflops``; the product seconds x GFLOP/s is the portable figure).
 
-Records: ``benchmarks/results/ensc_fast_<dataset>_<resize>_k<K>[_cold].json``. Targets (issue 26): MNIST-full ACC
+Records: ``benchmarks/results/ensc_fast/<dataset>_<resize>_k<K>[_cold].json``. Targets (issue 26): MNIST-full ACC
 >= 0.975 in <= 150 s after features, Fashion-MNIST-full >= 0.65, peak RSS <= 4 GB; MNIST-test end to end <= 120 s
 at ACC >= 0.97. senet.txt Table 3 (EnSC): MNIST-full 0.980, Fashion-MNIST-full 0.672.
 
@@ -126,7 +126,7 @@ def run_dataset(name, K, resize, affinity, also, cold, seed=0):
           f"peak RSS {rec['peak_rss_mb']} MiB; matmul {rec['matmul_gflops']} GFLOP/s", flush=True)
     if tmp is not None:
         tmp.cleanup()
-    write_result(f"ensc_fast_{name}_{resize}_k{K}" + ("_cold" if cold else ""), rec)
+    write_result(f"{name}_{resize}_k{K}" + ("_cold" if cold else ""), rec)
     return rec
 
 
@@ -195,7 +195,7 @@ def run_search_comparison(name, n, K, resize):
                              "mean": round((gflops_before + gflops_after) / 2, 1)},
            "peak_rss_mb": round(peak_rss_mb(), 1)}
     print(json.dumps(rec, indent=1), flush=True)
-    write_result(f"ensc_fast_search_{name}_{resize}_n{N}_k{K}", rec)
+    write_result(f"search_{name}_{resize}_n{N}_k{K}", rec)
 
 
 def main(argv=None):

@@ -11,7 +11,8 @@ RSS is that run's alone:
   setting for MNIST); ACC / NMI / ARI for each.
 
 ``--max-rounds 0`` skips the oracle: every point's elastic net restricted to its ``--support-size`` most correlated
-atoms, solved exactly but uncertified (JSON ``ensc_speed_<dataset>_restricted_k<K>.json``).
+atoms, solved exactly but uncertified (record ``benchmarks/results/ensc_speed/<dataset>_restricted_k<K>.json``;
+the certified run: ``ensc_speed/<dataset>.json``).
 
 ``--per-point N`` also runs the reference-style per-point solver on the first N points of MNIST-test and the
 active-set solver on the same N points, and reports the speed ratio and the largest coefficient difference.
@@ -100,7 +101,7 @@ def run_dataset(name, support_size, block_size, max_rounds, seed=0):
           f"peak RSS {rec['peak_rss_mb']} MiB, after-features {rec['seconds_after_features_symmetric']} s (symmetric)",
           flush=True)
     # max_rounds=0: restricted solves only (no oracle, uncertified), recorded beside the certified run
-    write_result(f"ensc_speed_{name}" + ("" if max_rounds else f"_restricted_k{support_size}"), rec)
+    write_result(name + ("" if max_rounds else f"_restricted_k{support_size}"), rec)
     return rec
 
 
@@ -124,7 +125,7 @@ def run_per_point(n, support_size):
     print(f"[per-point {n}] active-set {st.times['active_set']} s, per-point {st.times['per_point']} s, ratio "
           f"{rec['speed_ratio_per_point_over_active_set']}, max |diff| {rec['max_abs_coef_difference']:.2e}",
           flush=True)
-    write_result(f"ensc_speed_per_point_{n}", rec)
+    write_result(f"per_point_{n}", rec)
     return rec
 
 

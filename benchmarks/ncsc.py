@@ -1,9 +1,9 @@
 """NCSC (ncsc.txt) on MNIST / Fashion-MNIST, inductively, and against DSC-Net on a small subset.
 
-    python benchmarks/ncsc.py full --dataset mnist-full --budget-min 55          # -> ncsc_mnist-full.json
+    python benchmarks/ncsc.py full --dataset mnist-full --budget-min 55          # -> results/ncsc/mnist-full.json
     python benchmarks/ncsc.py full --dataset fashion-mnist-full --budget-min 55
-    python benchmarks/ncsc.py inductive --n-train 10000                          # -> ncsc_inductive.json
-    python benchmarks/ncsc.py vs-dscnet --n 2000                                 # -> ncsc_vs_dscnet_2000.json
+    python benchmarks/ncsc.py inductive --n-train 10000                          # -> results/ncsc/inductive.json
+    python benchmarks/ncsc.py vs-dscnet --n 2000                                 # -> results/ncsc/vs_dscnet_2000.json
 
 ``full``: NCSC on all of a data set (raw pixels / 255). The CPU schedule is sized to a wall-time budget: the
 auto-encoder is pretrained for ``--epochs-ae`` epochs, then the cost of one joint-training step is measured and
@@ -237,7 +237,8 @@ def main(argv=None):
                         "identity encoder and MLP classifier (no pretraining)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--out", default=None)
+    p.add_argument("--out", default=None, help="record tag: benchmarks/results/ncsc/<out>.json (default: the "
+                                                "dataset, inductive or vs_dscnet_<n>)")
     p.add_argument("--child-part"), p.add_argument("--child-out")
     a = p.parse_args(argv)
     import torch
@@ -255,16 +256,16 @@ def main(argv=None):
         return 0
     if a.part == "full":
         rec = part_full(a)
-        name = a.out or f"ncsc_{a.dataset}"
+        name = a.out or a.dataset
     elif a.part == "inductive":
         rec = part_inductive(a)
-        name = a.out or "ncsc_inductive"
+        name = a.out or "inductive"
     else:
         WORK.mkdir(parents=True, exist_ok=True)
         rec = {"n_samples": a.n, "data": f"first {a.n} MNIST-test images",
                "pretrain": _child(a, "pretrain_small"), "dscnet": _child(a, "dscnet"), "ncsc": _child(a, "ncsc"),
                "note": "both from the same pretrained auto-encoder (pretraining time listed once)"}
-        name = a.out or f"ncsc_vs_dscnet_{a.n}"
+        name = a.out or f"vs_dscnet_{a.n}"
     rec["total_seconds"] = round(time.perf_counter() - t0, 1)
     write_result(name, rec)
     return 0

@@ -30,7 +30,7 @@ made on the sampled points.
 The peers need SPAMS, an optional extra: ``pip install 'selfexpress[peers]'`` (or ``pip install spams-bin``).
 
 Run: ``python benchmarks/peers.py --n 2000`` and ``python benchmarks/peers.py --n 10000``.
-Records: ``benchmarks/results/peers_mnist-test_<n>.json``.
+Records: ``benchmarks/results/peers/mnist-test_<n>.json``.
 """
 
 from __future__ import annotations
@@ -377,7 +377,7 @@ def main(argv=None):
     rec["matmul_gflops"] = {"before": gflops_before, "after": gflops_after,
                             "mean": round((gflops_before + gflops_after) / 2, 1)}
     rec["peak_rss_mb"] = round(peak_rss_mb(), 1)
-    write_result(f"peers_mnist-test_{N}" + ("" if args.resize == "bilinear" else f"_{args.resize}"), rec)
+    write_result(f"mnist-test_{N}" + ("" if args.resize == "bilinear" else f"_{args.resize}"), rec)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ peak RSS is that run's alone):
 
 Every stage records wall time and the peak RSS reached so far; ACC against the true subspaces. The parent fits the
 log-log slope of the graph (coefficients + affinity) and spectral stage times against N and writes
-``benchmarks/results/scale.json``.
+``benchmarks/results/scale/summary.json`` (each size's own record: ``scale/n<N>.json``).
 
     python benchmarks/scale.py [--sizes 10000 100000 1000000] [--backend faiss|local|dask]
 
@@ -34,7 +34,7 @@ import time
 import numpy as np
 
 import _common  # noqa: F401  (sets sys.path)
-from _common import REPO, RESULTS, peak_rss_mb, write_result
+from _common import REPO, peak_rss_mb, result_path, write_result
 
 
 def run_size(n, a):
@@ -87,13 +87,13 @@ def run_size(n, a):
     print(f"[N={n}] ACC {acc:.4f}  nnz/row {C.nnz / n:.1f}", flush=True)
     os.remove(path)
     os.rmdir(tmp)
-    write_result(f"scale_{n}", {"n_samples": n, "acc": round(float(acc), 4), "stage_seconds": stages,
-                                "peak_rss_mb_after_stage": rss, "peak_rss_mb": round(peak_rss_mb(), 1),
-                                "nnz_per_row": round(C.nnz / n, 2), "backend": a.backend, "backend_options": opts,
-                                "n_train": min(a.n_train, n), "n_iter": a.n_iter, "n_nonzero": a.n_nonzero,
-                                "eigen_solver": a.eigen_solver,
-                                "total_seconds": round(sum(v for k, v in stages.items() if k != "coefficients"
-                                                           and k != "train"), 1)})
+    write_result(f"n{n}", {"n_samples": n, "acc": round(float(acc), 4), "stage_seconds": stages,
+                          "peak_rss_mb_after_stage": rss, "peak_rss_mb": round(peak_rss_mb(), 1),
+                          "nnz_per_row": round(C.nnz / n, 2), "backend": a.backend, "backend_options": opts,
+                          "n_train": min(a.n_train, n), "n_iter": a.n_iter, "n_nonzero": a.n_nonzero,
+                          "eigen_solver": a.eigen_solver,
+                          "total_seconds": round(sum(v for k, v in stages.items() if k != "coefficients"
+                                                     and k != "train"), 1)})
 
 
 def _slope(ns, ts):
@@ -127,7 +127,7 @@ def main(argv=None):
         t0 = time.perf_counter()
         rc = subprocess.call([sys.executable, __file__, "--child", str(n), *passthrough], cwd=REPO)
         print(f"N={n}: exit {rc} after {time.perf_counter() - t0:.0f} s", flush=True)
-        p = RESULTS / f"scale_{n}.json"
+        p = result_path(f"n{n}")
         if rc == 0 and p.exists():
             rows.append(json.loads(p.read_text()))
     rec = {"rows": rows, "params": {k: v for k, v in vars(a).items() if k != "child"}}
@@ -147,7 +147,7 @@ def main(argv=None):
         print(f"N={r['n_samples']:>8}: ACC {r['acc']:.4f}  train {s['train']:.0f} s  coefficients "
               f"{s['coefficients']:.0f} s  affinity {s['affinity']:.1f} s  spectral {s['spectral']:.0f} s  "
               f"peak RSS {r['peak_rss_mb']:.0f} MiB")
-    write_result("scale", rec)
+    write_result("summary", rec)
 
 
 if __name__ == "__main__":

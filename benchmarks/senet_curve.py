@@ -10,8 +10,8 @@ way a user's time limit would.
     python benchmarks/senet_curve.py --dataset mnist --n-train 2000 --width 1024 --n-iter 6000 \
         --eval-every 1000 --budget 2400 --out table2_mnist_w1024
 
-Writes ``senet_curve_<out>``: the SENet options, the curve (iteration, training seconds, b, nnz per row, train
-loss, test ACC/NMI under both graphs, SRE), the machine's matmul GFLOP/s before and after, peak RSS.
+Writes ``benchmarks/results/senet_curve/<out>.json``: the SENet options, the curve (iteration, training seconds, b,
+nnz per row, train loss, test ACC/NMI under both graphs, SRE), the machine's matmul GFLOP/s before and after, peak RSS.
 """
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ def main():
     model.fit(Xtr[idx], callbacks=[curve])
     gflops_after = matmul_gflops()
     best = max(curve.points, key=lambda q: max(q["acc_symmetric"], q["acc_knn"]))
-    write_result(f"senet_curve_{a.out}", {
+    write_result(a.out, {
         "dataset": f"{a.dataset}-test", "n_samples": int(len(yte)), "n_train": n,
         "protocol": "senet.txt Table 2 on one basis: train on n_train train-split points, cluster the test split "
                     "from its own coefficients",

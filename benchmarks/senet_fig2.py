@@ -7,7 +7,10 @@ compares the out-of-sample labelling rules of ``SENet.predict``.
 
 Acceptance (issue 4): train ACC >= 0.97, spectral clustering of the test coefficients ACC >= 0.90.
 
-    python benchmarks/senet_fig2.py [--width 1024] [--lr-threshold 0.2] [--seed 0]
+    python benchmarks/senet_fig2.py [--width 1024] [--lr-threshold 0.2] [--seed 0] [--tag default]
+
+Record: ``benchmarks/results/senet_fig2/<tag>.json`` (figures beside it, ``<tag>_coefficients.png`` and
+``<tag>_curves.png``, not committed); ``--tag`` names a run with other settings than the defaults.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import time
 
 import _common  # noqa: F401  (puts the repo on sys.path)
 import numpy as np
-from _common import RESULTS, Stages, write_result
+from _common import Stages, result_path, write_result
 
 from selfexpress.data import make_union_of_subspaces
 from selfexpress.metrics import clustering_accuracy, connectivity, subspace_preserving_error
@@ -36,6 +39,8 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--eval-every", type=int, default=50)
     ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--tag", default="default",
+                    help="record tag: benchmarks/results/senet_fig2/<tag>.json (name a run with other settings)")
     args = ap.parse_args(argv)
 
     stages = Stages()
@@ -89,9 +94,10 @@ def main(argv=None):
                  for k in sorted(snaps)],
                 [(snaps[k][1], yte, f"test, it {k} (SRE {res['snapshots_sre'][str(k)]['test']:.1f}%)")
                  for k in sorted(snaps)]]
-        f1 = plot_coefficient_grid(grid, RESULTS / "senet_fig2_coefficients.png",
-                                   suptitle="|C| sorted by subspace (senet.txt Fig. 2)")
-        f2 = plot_learning_curves(model.history_, RESULTS / "senet_fig2_curves.png",
+        png = result_path(args.tag, "_coefficients.png")
+        png.parent.mkdir(parents=True, exist_ok=True)
+        f1 = plot_coefficient_grid(grid, png, suptitle="|C| sorted by subspace (senet.txt Fig. 2)")
+        f2 = plot_learning_curves(model.history_, result_path(args.tag, "_curves.png"),
                                   title="SENet learning curves, synthetic R^15 (senet.txt Fig. 4)")
     record = {
         "benchmark": "senet_fig2",
@@ -106,7 +112,7 @@ def main(argv=None):
         "train_seconds": model.timings_.get("train"),
         "iterations_per_second": args.n_iter / model.timings_["train"],
     }
-    write_result("senet_fig2", record)
+    write_result(args.tag, record)
     print(f"train ACC {res['train_acc']:.3f} SRE {res['train_sre']:.2f}%  |  test (spectral) ACC "
           f"{res['test_acc_spectral']:.3f} SRE {res['test_sre']:.2f}%  |  rules "
           + ", ".join(f"{k} {v['acc']:.3f}" for k, v in rules.items()))

@@ -5,7 +5,7 @@ of the whole dataset, graph, spectral clustering.
 
 Features (scattering + PCA, from the idx files; ``--cold-features`` uses an empty cache so the feature time is
 included), SENet trained on ``--n-train`` sampled points, coefficients of all points against all points (streaming
-top-k), graph, spectral clustering (15 eigenvectors). Writes ``benchmarks/results/senet_full_<dataset>.json`` with
+top-k), graph, spectral clustering (15 eigenvectors). Writes ``benchmarks/results/senet_real/<dataset>.json`` with
 per-stage wall times and peak RSS. The out-of-sample protocol (Table 2) is benchmarks/table2.py.
 """
 
@@ -49,7 +49,7 @@ def run_full(a):
     st.times.update({f"senet.{k}": round(v, 3) for k, v in model.timings_.items()})
     m = evaluate(y, model.labels_)
     print(f"{a.dataset}: ACC {m['acc']:.4f} NMI {m['nmi']:.4f} ARI {m['ari']:.4f}  stages {st.times}")
-    write_result(f"senet_full_{a.dataset}", {
+    write_result(a.dataset, {
         "dataset": a.dataset, "n_samples": int(len(y)), "method": "senet", "n_train": a.n_train,
         "params": senet_params(a), "metrics": m, "stage_seconds": st.times,
         "total_seconds": round(st.times["features"] + st.times["senet"], 3), "cold_features": a.cold_features,

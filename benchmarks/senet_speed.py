@@ -8,7 +8,9 @@ warm-up iterations on 200 points, i.e. what the N-point iterations allocate (act
 blocks), not the interpreter, torch's lazily loaded kernels and pools, or the data.
 
     python benchmarks/senet_speed.py                 # speed at N = 1k, 10k (width 1024), memory sweep
-    python benchmarks/senet_speed.py --width 256 --memory-ns 1000,5000,20000
+    python benchmarks/senet_speed.py --width 256 --memory-ns 1000,5000,20000 --tag w256
+
+Record: ``benchmarks/results/senet_speed/<tag>.json`` (``default``: the default settings).
 """
 
 from __future__ import annotations
@@ -92,6 +94,8 @@ def main(argv=None):
     ap.add_argument("--memory-ns", default="1000,2000,5000,10000,20000")
     ap.add_argument("--memory-width", type=int, default=256)
     ap.add_argument("--memory-iters", type=int, default=2)
+    ap.add_argument("--tag", default="default",
+                    help="record tag: benchmarks/results/senet_speed/<tag>.json (name a run with other settings)")
     args = ap.parse_args(argv)
     if args.child:
         return _child(args)
@@ -119,7 +123,7 @@ def main(argv=None):
             "two_pass_growth_ratio_largest_over_smallest_N": (two[-1] / two[0]) if two and two[0] > 0 else None,
         },
     }
-    write_result("senet_speed", record)
+    write_result(args.tag, record)
     return record
 
 

@@ -12,7 +12,9 @@ number of iterations. Here each N gets the width / batch / iteration count in ``
 the module constants for the reasons); the data are drawn with ``--seed``.
 
     python benchmarks/senet_table1.py [--seed 0] [--only 20,100] [--quick]
-    python benchmarks/senet_table1.py --only 100 --draws 6 --out senet_table1_ni100_draws   # spread over draws
+    python benchmarks/senet_table1.py --only 100 --draws 6 --out ni100_draws   # spread over draws
+
+Record: ``benchmarks/results/senet_table1/<out>.json`` and the table as text beside it (``<out>.txt``).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import time
 import _common  # noqa: F401
 import numpy as np
 import scipy.sparse as sp
-from _common import RESULTS, Stages, write_result
+from _common import Stages, result_path, write_result
 
 from selfexpress.cluster import spectral_clustering
 from selfexpress.data import make_union_of_subspaces
@@ -161,7 +163,8 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="10x fewer iterations (smoke run)")
     ap.add_argument("--draws", type=int, default=None,
                     help="independent data draws per N_i (default: DRAWS, 1 for N_i > 20), seeds seed..seed+draws-1")
-    ap.add_argument("--out", default="senet_table1", help="record name in benchmarks/results/ (.json and .txt)")
+    ap.add_argument("--out", default="default",
+                    help="record tag: benchmarks/results/senet_table1/<out>.json and .txt")
     ap.add_argument("--verbose", action="store_true")
     ap.add_argument("--threads", type=int, default=None,
                     help="torch threads (default: torch's); 1 is much faster when other jobs share the cores")
@@ -221,7 +224,9 @@ def main(argv=None):
     total = time.perf_counter() - t_all
     header = "  " + " " * 11 + " ".join(f"{c:>10}" if c != "ACC" else f"{c:>6}" for c in COLS)
     table = "\n".join([header] + lines)
-    (RESULTS / f"{args.out}.txt").write_text(table + "\n")
+    txt = result_path(args.out, ".txt")
+    txt.parent.mkdir(parents=True, exist_ok=True)
+    txt.write_text(table + "\n")
     ok = {ni: abs(r["acc_gap_to_paper"]["SENet"]) <= 3.0 for ni, r in rows.items()}
     ok_test = {ni: r["acc_gap_to_paper"]["SENet test"] >= -3.0 for ni, r in rows.items()}
     import os

@@ -10,7 +10,7 @@ ACC and SRE (``SENet.fit(..., eval_set=...)``, ``history_["eval"]``).
     python benchmarks/senet_table1_ablation.py --ni 100 --width 128 --lr 3e-3 --batch 500 --iters 2000 \\
         --kkt --lrb 0.3 --tag w128_lrb0.3               # the CPU benchmark's setting with b's lr changed
 
-Writes ``benchmarks/results/senet_table1_ablation_<tag>.json``.
+Writes ``benchmarks/results/senet_table1_ablation/<tag>.json``.
 """
 
 from __future__ import annotations
@@ -80,9 +80,8 @@ def main(argv=None):
     print(f"{a.tag}: {secs:.0f} s; last eval: " + ", ".join(f"{k} {v[-1]:.3f}" for k, v in curves.items()))
     by_affinity = test_acc_by_affinity(m, Xte, yte)
     print("final test ACC by affinity: " + ", ".join(f"{k} {v:.3f}" for k, v in by_affinity.items()))
-    write_result(f"senet_table1_ablation_{a.tag}", {"args": vars(a), "train_seconds": secs, "eval": curves,
-                                                    "threshold_b": float(m.module_.threshold.detach()),
-                                                    "final_test_acc_by_affinity": by_affinity})
+    write_result(a.tag, {"args": vars(a), "train_seconds": secs, "eval": curves,
+                         "threshold_b": float(m.module_.threshold.detach()), "final_test_acc_by_affinity": by_affinity})
     return 0
 
 

@@ -1,7 +1,7 @@
 """SSCN on the reference protocol (sscn-poster.txt; reference-impls.md §3.5), with DSC-Net side by side.
 
     python benchmarks/sscn.py [--seed 0] [--n-epochs-ae 100] [--dscnet-n 5000] [--no-dscnet] [--no-dense]
-    python benchmarks/sscn.py --parts dscnet --dscnet-n 10000 --out sscn_mnist_dscnet10k   # after a full run
+    python benchmarks/sscn.py --parts dscnet --dscnet-n 10000 --out mnist_dscnet10k   # after a full run
 
 1. ``sscn``: fit SSCN on MNIST-test (10,000 raw images, pixels / 255), ACC / NMI / ARI of ``labels_`` (the
    classifier on the training points, as the reference reports) and of the spectral pseudo-labels; then label
@@ -12,7 +12,7 @@
 3. ``dscnet``: DSC-Net (dense 10k x 10k ``C``) from the same pretrained auto-encoder as SSCN (as the reference
    loads one pretrained auto-encoder for both), on the first ``--dscnet-n`` images.
 
-Each part runs in its own process (its own peak RSS); the parent writes ``benchmarks/results/sscn_mnist.json``
+Each part runs in its own process (its own peak RSS); the parent writes ``benchmarks/results/sscn/mnist.json``
 with n_samples, trainable parameter counts, wall time per stage, peak RSS, the metrics (NMI both geometric and
 arithmetic) and the poster's figures. One torch thread (a shared 2-core machine).
 """
@@ -221,7 +221,7 @@ def parser():
                         "cached by an earlier 'sscn' part with the same seed")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--child", choices=sorted(PARTS), help=argparse.SUPPRESS)
-    p.add_argument("--out", default="sscn_mnist", help="result name in benchmarks/results/")
+    p.add_argument("--out", default="mnist", help="record tag: benchmarks/results/sscn/<out>.json")
     return p
 
 

@@ -1,8 +1,8 @@
 """EnSC and SSC-OMP on synthetic unions of subspaces and on scikit-learn digits (issue 3).
 
-Parts (``--parts a,b,c,d``; all by default), each written to ``benchmarks/results/<name>.json``:
+Parts (``--parts a,b,c,d``; all by default), each written to ``benchmarks/results/synthetic_baselines/<tag>.json``:
 
-a. ``synthetic_r15``: 5 subspaces of dimension 6 in R^15, 200 points each (senet.txt Sec. 4.1): EnSC (gamma=50,
+a. ``r15``: 5 subspaces of dimension 6 in R^15, 200 points each (senet.txt Sec. 4.1): EnSC (gamma=50,
    tau=0.9, both alpha conventions) and SSC-OMP (n_nonzero=6). Target: EnSC ACC >= 0.95.
 b. ``ensc_table1``: senet.txt Table 1, EnSC rows: 5 subspaces of dimension 6 in R^9, N_i in {20, 100, 200, 1000,
    2000} points each, gamma=50, tau(lambda)=0.9, gamma_nz=False (alpha = 1/gamma: the loss
@@ -83,7 +83,7 @@ def part_a(seed=0):
               f"CONN {m['conn']:.3f} ({m['seconds']} s)")
     rec["target"] = "EnSC ACC >= 0.95"
     rec["met"] = all(r["acc"] >= 0.95 for r in rec["runs"] if r["method"].startswith("EnSC"))
-    write_result("synthetic_r15", rec)
+    write_result("r15", rec)
     return rec
 
 

@@ -6,6 +6,8 @@ draw; this script shows the spread over draws and that no spectral-clustering va
 SpectralClustering with k-means or discretize labels, 10 eigenvectors, |C| row-max normalised) moves the mean.
 
     python benchmarks/table1_draws.py [--draws 10]
+
+Record: ``benchmarks/results/table1_draws/ni20.json``.
 """
 
 from __future__ import annotations
@@ -53,8 +55,8 @@ def main():
                    "max": max(v), "per_draw": v} for k, v in res.items()}
     for k, s in summary.items():
         print(f"{k:<28} mean {s['mean']:5.1f} ± {s['std']:4.1f}  range {s['min']}-{s['max']}")
-    write_result("table1_ni20_draws", {"n_per_subspace": 20, "draws": a.draws, "paper_ensc_acc": 72.0,
-                                       "paper_senet_acc": 71.0, "ensc_acc_percent": summary})
+    write_result("ni20", {"n_per_subspace": 20, "draws": a.draws, "paper_ensc_acc": 72.0, "paper_senet_acc": 71.0,
+                          "ensc_acc_percent": summary})
 
 
 if __name__ == "__main__":

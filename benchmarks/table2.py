@@ -8,8 +8,9 @@ ONE feature basis: the scattering + PCA transform is fitted on the train split a
     python benchmarks/table2.py --dataset mnist --n-train 1000 2000 5000 10000 20000 [SENet options]
     python benchmarks/table2.py --dataset fashion-mnist --n-train 20000 --no-ensc
 
-Writes ``benchmarks/results/table2_<dataset>.json`` (``--out NAME`` to choose): dataset, n_samples (test points), method, N, ACC/NMI/ARI/SRE,
-per-stage wall time and peak RSS for every row (SENet options as in benchmarks/senet_real.py).
+Writes ``benchmarks/results/table2/<dataset>.json`` (``--out TAG`` to choose): dataset, n_samples (test points),
+method, N, ACC/NMI/ARI/SRE, per-stage wall time and peak RSS for every row (SENet options as in
+benchmarks/senet_real.py).
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from _common import CACHE_DIR, DATA_DIR, Stages, matmul_gflops, peak_rss_mb, wri
 from senet_real import PAPER, senet_arg_parser, senet_params
 
 #: earlier rows measured across two PCA bases (train split's for training, test split's for the test points)
-TWO_BASES = {("mnist", 2000): {"acc": 0.7579, "record": "senet_table2_mnist.json", "n_iter": 2500, "teacher": "ensc"}}
+TWO_BASES = {("mnist", 2000): {"acc": 0.7579, "record": "table2/legacy/mnist_two_bases.json", "n_iter": 2500,
+                               "teacher": "ensc"}}
 
 
 def ensc_row(Xte, yte, seed):
@@ -73,7 +75,7 @@ def main():
 
     p = senet_arg_parser(__doc__)
     p.add_argument("--no-ensc", action="store_true", help="skip the EnSC row on the test split")
-    p.add_argument("--out", help="record name (default table2_<dataset>)")
+    p.add_argument("--out", help="record tag: benchmarks/results/table2/<out>.json (default: the dataset)")
     a = p.parse_args()
     if a.dataset.endswith(("-full", "-train", "-test")):
         p.error("--dataset takes the base name (mnist, fashion-mnist); the train and test splits are used")
@@ -87,7 +89,7 @@ def main():
     yte = np.asarray(yte)
     rows = [] if a.no_ensc else [ensc_row(Xte, yte, a.seed)]
     rows += [senet_row(a, Xtr, Xte, yte, n) for n in a.n_train]
-    write_result(a.out or f"table2_{a.dataset}", {
+    write_result(a.out or a.dataset, {
         "dataset": f"{a.dataset}-test", "n_samples": int(len(yte)), "params": senet_params(a), "rows": rows,
         "feature_basis": {"fitted_on": f"{a.dataset}-train", "applied_to": f"{a.dataset}-test",
                           "fingerprint": basis.fingerprint_, "resize": basis.resize},

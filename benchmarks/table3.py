@@ -3,8 +3,9 @@ Fashion-MNIST-full (70,000 images each; scattering + PCA-500 features, unit rows
 
 Every (dataset, method) runs in its own process through :func:`selfexpress.pipeline.run` -- the code path of
 ``selfexpress cluster --dataset D --method M`` with the same presets -- so its peak RSS is its own. Each writes
-``benchmarks/results/table3_<dataset>_<method>.json`` (dataset, n_samples, method, parameters, ACC/NMI/ARI,
-per-stage wall times, peak RSS, the paper's row); the parent prints the table side by side with senet.txt's.
+``benchmarks/results/table3/<dataset>_<method>.json`` (dataset, n_samples, method, parameters, ACC/NMI/ARI,
+per-stage wall times, peak RSS, the paper's row); the parent prints the table side by side with senet.txt's
+(and writes it to ``benchmarks/results/table3/summary.md``).
 
 Features come from the on-disk cache (``$SELFEXPRESS_CACHE_DIR``, default ``.cache/features``); their compute
 time (recorded in the cache) is reported separately, so ``seconds_after_features`` is comparable across methods.
@@ -22,7 +23,7 @@ import sys
 import time
 
 import _common  # noqa: F401  (sets sys.path)
-from _common import CACHE_DIR, DATA_DIR, REPO, RESULTS, Stages, peak_rss_mb, write_result
+from _common import CACHE_DIR, DATA_DIR, REPO, Stages, peak_rss_mb, result_path, write_result
 
 #: senet.txt Table 3 (ACC / NMI / ARI, %).
 PAPER = {
@@ -71,7 +72,7 @@ def run_one(dataset, method, seed):
             rec[extra.rstrip("_")] = getattr(res.estimator, extra)
     print(f"[{dataset} {method}] ACC {m.get('acc', float('nan')):.4f} NMI {m.get('nmi', float('nan')):.4f} "
           f"ARI {m.get('ari', float('nan')):.4f}  fit {t['fit']:.1f} s  peak RSS {rec['peak_rss_mb']} MiB", flush=True)
-    write_result(f"table3_{dataset}_{method}", rec)
+    write_result(f"{dataset}_{method}", rec)
 
 
 def _fmt(x):
@@ -83,7 +84,7 @@ def summary(datasets, methods):
              "|---|---|---|---|---|---|---|---|"]
     for d in datasets:
         for meth in methods:
-            p = RESULTS / f"table3_{d}_{meth}.json"
+            p = result_path(f"{d}_{meth}")
             if not p.exists():
                 continue
             r = json.loads(p.read_text())
@@ -114,7 +115,9 @@ def main(argv=None):
             print(f"{d} {m}: exit {rc} after {time.perf_counter() - t0:.0f} s", flush=True)
     table = summary(datasets, methods)
     print(table)
-    (RESULTS / "table3.md").write_text(table + "\n")
+    md = result_path("summary", ".md")
+    md.parent.mkdir(parents=True, exist_ok=True)
+    md.write_text(table + "\n")
 
 
 if __name__ == "__main__":

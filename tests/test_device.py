@@ -347,12 +347,12 @@ def test_device_check_smoke_runs_every_stage(tmp_path, monkeypatch):
     finally:
         torch.set_num_threads(old)
     for stage in device_check.STAGES:
-        rec = json.loads((tmp_path / f"device_check_{stage}_smoke.json").read_text())
+        rec = json.loads((tmp_path / f"{stage}_smoke.json").read_text())
         assert rec["status"] == "done" and rec["smoke"] is True, rec
         assert rec["device"] == str(resolve_device("auto")) and rec["device_name"]
         assert 0.0 <= rec["metrics"]["acc"] <= 1.0
         assert "peak_gpu_memory_mb" in rec and rec["wall_seconds"] > 0 and rec["paper"]
-    senet = json.loads((tmp_path / "device_check_senet_smoke.json").read_text())
+    senet = json.loads((tmp_path / "senet_smoke.json").read_text())
     assert senet["n_iter_done"] <= senet["n_iter_schedule"] and "schedule" in senet["schedule"]
 
 
@@ -362,7 +362,7 @@ def test_device_check_sh_smoke(tmp_path):
     r = subprocess.run(["bash", str(REPO / "benchmarks" / "device_check.sh"), "--smoke", "--results-dir",
                         str(tmp_path)], capture_output=True, text=True, timeout=600, env=env)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
-    assert json.loads((tmp_path / "device_check_ncsc_smoke.json").read_text())["status"] == "done"
+    assert json.loads((tmp_path / "ncsc_smoke.json").read_text())["status"] == "done"
     assert "all stages" in r.stdout
 
 
@@ -376,7 +376,7 @@ def test_device_check_runs_ensc_on_the_cpu_when_its_solver_refuses_the_device(tm
     monkeypatch.setattr(device_check, "_features", lambda a, dev, rec: (X, y))
     a = device_check.parse_args(["--smoke", "--results-dir", str(tmp_path)])
     device_check.stage_ensc(a, torch.device("meta"))  # a device the EnSC solver refuses, as it refuses cuda
-    rec = json.loads((tmp_path / "device_check_ensc_smoke.json").read_text())
+    rec = json.loads((tmp_path / "ensc_smoke.json").read_text())
     assert rec["status"] == "done" and rec["ensc_device"] == "cpu" and "CPU only" in rec["ensc_device_refused"]
 
 
