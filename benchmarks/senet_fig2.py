@@ -3,7 +3,8 @@
 gamma = 50, lambda = 0.9, Alg. 1, 500 iterations (batch 100, Adam 1e-3, cosine, clip 0.001). Records, at
 iterations 100 / 300 / 500, |C_tr| and |C_ts| (test points self-expressed on the test set) sorted by cluster
 with their SRE (Fig. 2), learning curves of L, L_rec, L_reg, ACC and SRE on train and test (Fig. 4), and
-compares the out-of-sample labelling rules of ``SENet.predict``.
+compares the out-of-sample labelling rules of ``SENet.predict``. The learning curves are recorded by the harness's
+:class:`_monitor.SENetMonitor` (a training callback holding the labels; ``SENet.fit`` takes none).
 
 Acceptance (issue 4): train ACC >= 0.97, spectral clustering of the test coefficients ACC >= 0.90.
 
@@ -21,6 +22,7 @@ import time
 import _common  # noqa: F401  (puts the repo on sys.path)
 import numpy as np
 from _common import Stages, result_path, write_result
+from _monitor import SENetMonitor
 
 from selfexpress.data import make_union_of_subspaces
 from selfexpress.metrics import clustering_accuracy, connectivity, subspace_preserving_error
@@ -37,7 +39,7 @@ def main(argv=None):
     ap.add_argument("--inactive-grad", choices=["zero", "kkt"], default="zero",
                     help="gradient of zeroed coefficients: the paper's exact one (default) or the KKT one")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--eval-every", type=int, default=50)
+    ap.add_argument("--eval-every", type=int, default=50, help="learning-curve points every this many iterations")
     ap.add_argument("--quiet", action="store_true")
     ap.add_argument("--tag", default="default",
                     help="record tag: benchmarks/results/senet_fig2/<tag>.json (name a run with other settings)")
@@ -55,14 +57,15 @@ def main(argv=None):
     model = SENet(5, hidden_sizes=(args.width,) * 3, embed_dim=args.width, gamma=50.0, lmbd=0.9,
                   n_iter=args.n_iter, batch_size=100, algorithm="sgd", lr=1e-3, lr_threshold=args.lr_threshold,
                   inactive_grad=args.inactive_grad, affinity="symmetric", random_state=args.seed,
-                  eval_every=args.eval_every, verbose=not args.quiet)
+                  verbose=not args.quiet)
+    monitor = SENetMonitor(model, Xtr, ytr, eval_set=(Xte, yte), every=args.eval_every)
 
     def snapshot(trainer, it, logs):
         if it in snap_at:
             snaps[it] = (model.self_expressive_coefficients(Xtr), model.self_expressive_coefficients(Xte, dictionary=Xte))
 
     with stages("fit (train + evals + clustering)"):
-        model.fit(Xtr, ytr, eval_set=(Xte, yte), callbacks=[snapshot])
+        model.fit(Xtr, callbacks=[monitor, snapshot])
 
     with stages("test rules"):
         rules = {}
@@ -97,7 +100,7 @@ def main(argv=None):
         png = result_path(args.tag, "_coefficients.png")
         png.parent.mkdir(parents=True, exist_ok=True)
         f1 = plot_coefficient_grid(grid, png, suptitle="|C| sorted by subspace (senet.txt Fig. 2)")
-        f2 = plot_learning_curves(model.history_, result_path(args.tag, "_curves.png"),
+        f2 = plot_learning_curves(monitor.learning_curves(), result_path(args.tag, "_curves.png"),
                                   title="SENet learning curves, synthetic R^15 (senet.txt Fig. 4)")
     record = {
         "benchmark": "senet_fig2",
@@ -106,7 +109,7 @@ def main(argv=None):
                     "lr": 1e-3, "lr_threshold": args.lr_threshold, "inactive_grad": args.inactive_grad,
                     "seed": args.seed},
         "results": res,
-        "history_eval": model.history_["eval"],
+        "history_eval": monitor.history,
         "figures": [str(f1.name), str(f2.name)],
         "stage_seconds": stages.times,
         "train_seconds": model.timings_.get("train"),

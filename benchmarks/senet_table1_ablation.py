@@ -3,7 +3,7 @@
 Same data as ``benchmarks/senet_table1.py`` (5 subspaces of dim 6 in R^9, N_i points per subspace for training and
 N_i fresh points on the same subspaces for testing, gamma = 50, lambda = 0.9). Trains one SENet setting and records,
 every ``--every`` iterations, on the training set and on the test set (self-expressed on itself): L, L_rec, L_reg,
-ACC and SRE (``SENet.fit(..., eval_set=...)``, ``history_["eval"]``).
+ACC and SRE (the harness's :class:`_monitor.SENetMonitor`, a training callback: ``SENet.fit`` takes no labels).
 
     python benchmarks/senet_table1_ablation.py --ni 100 --width 1024 --lr 1e-3 --batch 100 --iters 10000 \\
         --every 1000 --threads 1 --tag paper10k         # the paper's own setting (exact gradient, b at lr)
@@ -20,6 +20,7 @@ import time
 
 import _common  # noqa: F401
 from _common import write_result
+from _monitor import SENetMonitor
 from senet_table1 import draw_train_test, table1_senet
 
 from selfexpress.cluster import spectral_clustering
@@ -30,10 +31,10 @@ from selfexpress.metrics import clustering_accuracy
 def test_acc_by_affinity(model, Xte, yte):
     """Spectral-clustering ACC of the test set's own coefficients under the affinities of the two reference codes.
 
-    "symmetric": (|C_n| + |C_n|^T) / 2 (EnSC's default, what the eval history and senet_table1.py use);
+    "symmetric": (|C_n| + |C_n|^T) / 2 (EnSC's default, what the monitor's curves and senet_table1.py use);
     "knn3" / "knn10": the k-NN graph between the l2-normalised coefficient rows (SENet's main.py default, k = 3);
     "symmetric_2k": symmetric with 2 x n_clusters eigenvectors (SENet's main.py separates spectral_dim).
-    k-means is seeded like the eval history's, so "symmetric" equals the last ``test_acc``."""
+    k-means is seeded like the monitor's, so "symmetric" equals the last ``test_acc``."""
     C = model.self_expressive_coefficients(Xte, dictionary=Xte)
     k = model.n_clusters
     sym = affinity_from_coef(C, "symmetric")
@@ -72,11 +73,12 @@ def main(argv=None):
     X, y, Xte, yte = draw_train_test(ni, seed)  # the draw of senet_table1.py
     m = table1_senet(a.width, seed if a.init_seed is None else a.init_seed, n_iter=a.iters, batch_size=a.batch,
                      lr=a.lr, lr_threshold=a.lrb, grad_clip=a.clip, inactive_grad="kkt" if a.kkt else "zero",
-                     eval_every=a.every, teacher="ensc" if a.teacher else None, teacher_weight=a.tw)
+                     teacher="ensc" if a.teacher else None, teacher_weight=a.tw)
+    monitor = SENetMonitor(m, X, y, eval_set=(Xte, yte), every=a.every)
     t0 = time.perf_counter()
-    m.fit(X, y, eval_set=(Xte, yte))
+    m.fit(X, callbacks=[monitor])
     secs = time.perf_counter() - t0
-    curves = {k: [float(v) for v in vals] for k, vals in m.history_["eval"].items()}
+    curves = monitor.history
     print(f"{a.tag}: {secs:.0f} s; last eval: " + ", ".join(f"{k} {v[-1]:.3f}" for k, v in curves.items()))
     by_affinity = test_acc_by_affinity(m, Xte, yte)
     print("final test ACC by affinity: " + ", ".join(f"{k} {v:.3f}" for k, v in by_affinity.items()))

@@ -129,7 +129,8 @@ def _curve(ax, x, y, label, **kw):
 
 
 def plot_learning_curves(history, path=None, title=None):
-    """Learning curves from a trainer / SENet ``history_`` (senet.txt Fig. 4 / Fig. 8).
+    """Learning curves from a trainer's / SENet's ``history_`` or the benchmark harness's
+    ``SENetMonitor.learning_curves()`` (``{"train": ..., "eval": ...}``; senet.txt Fig. 4 / Fig. 8).
 
     Panels: the mini-batch loss (with its ``rec`` and ``reg`` parts when logged); the full-data loss terms
     ``L``, ``L_rec``, ``L_reg`` (train and ``test_`` when evaluated); ACC; SRE (percent) -- against the

@@ -205,19 +205,48 @@ def test_objective_matches_dense(fitted, data):
 # ------------------------------------------------------------------------------------- fit / predict
 def test_fit_learns_and_history(data):
     X, y, Xt, yt = data
-    m = SENet(3, **{**TINY, "n_iter": 40, "eval_every": 20})
-    m.fit(X, y, eval_set=(Xt, yt))
+    m = SENet(3, **{**TINY, "n_iter": 40})
+    m.fit(X)
     h = m.history_
     assert set(h["train"]) >= {"iter", "loss", "rec", "reg", "b", "lr"}
     assert len(h["train"]["loss"]) == 40
-    assert h["eval"]["iter"] == [20, 40]
-    assert set(h["eval"]) >= {"acc", "sre", "conn", "L", "L_rec", "L_reg", "test_acc", "test_sre", "test_conn",
-                              "test_L_rec"}
-    assert all(0.0 <= v <= 1.0 for v in h["eval"]["conn"] + h["eval"]["test_conn"])
+    assert not h.get("eval", {}).get("iter")  # curves against labels are the harness's (benchmarks/_monitor.py)
+    assert m.train_indices_ is None
     assert np.mean(h["train"]["loss"][-5:]) < np.mean(h["train"]["loss"][:5])
     assert h["train"]["b"][-1] > 0  # the threshold is learned
     assert m.labels_.shape == (75,) and m.dictionary_labels_.shape == (75,)
     assert set(m.timings_) >= {"train", "inference", "graph", "spectral"}
+
+
+def test_fit_takes_no_labels(data):
+    """``fit(X, y)`` ignores ``y`` (scikit-learn's convention); the label-aware evaluation is gone from the
+    estimator (``eval_set``, ``eval_every``); label-free callbacks still observe the training."""
+    X, y, Xt, yt = data
+    a = SENet(3, **TINY).fit(X)
+    seen = []
+
+    def observe(trainer, iteration, logs):
+        seen.append(iteration)
+
+    b = SENet(3, **TINY).fit(X, np.zeros_like(y), callbacks=[observe])
+    np.testing.assert_array_equal(a.labels_, b.labels_)
+    assert seen == list(range(1, TINY["n_iter"] + 1))
+    np.testing.assert_array_equal(SENet(3, **TINY).fit_predict(X, y), a.labels_)
+    with pytest.raises(TypeError):
+        SENet(3, **TINY).fit(X, y, eval_set=(Xt, yt))
+    with pytest.raises(TypeError):
+        SENet(3, eval_every=10)
+
+
+def test_n_train_indices_are_the_dictionary(data):
+    X, _, _, _ = data
+    m = SENet(3, **{**TINY, "n_train": 40})
+    seen = []
+    m.fit(X, callbacks=[lambda trainer, iteration, logs: seen.append(m.train_indices_)])
+    assert m.train_indices_.shape == (40,) and np.all(np.diff(m.train_indices_) > 0)
+    assert len(seen) == TINY["n_iter"] and all(s is m.train_indices_ for s in seen)  # a callback can read them
+    np.testing.assert_array_equal(m.dictionary_labels_, m.labels_[m.train_indices_])
+    assert m.dictionary_.shape == (40, X.shape[1])
 
 
 def test_same_seed_same_labels_other_seed_other_weights(data):
@@ -290,8 +319,6 @@ def test_not_fitted_and_bad_params(data):
                 dict(inactive_grad="straight")):
         with pytest.raises(ValueError):
             SENet(3, **{**TINY, **bad}).fit(X)
-    with pytest.raises(ValueError, match="labels"):
-        SENet(3, **TINY).fit(X, np.zeros(5))
 
 
 def test_verbose_progress_bar(data, capsys):
@@ -316,6 +343,17 @@ def test_save_load_identical_coefficients_and_predict(fitted, data, tmp_path):
         np.testing.assert_array_equal(fitted.predict(Xt, rule=rule), m2.predict(Xt, rule=rule))
     np.testing.assert_array_equal(m2.labels_, fitted.labels_)
     assert m2.history_["train"]["loss"] == fitted.history_["train"]["loss"]
+
+
+def test_load_drops_retired_parameters(fitted, tmp_path):
+    """A model file written before ``eval_every`` left SENet (the learning curves moved to the harness) loads."""
+    import json
+
+    path = fitted.save(tmp_path / "old")
+    meta = json.loads(path.with_suffix(".json").read_text())
+    meta["config"]["params"]["eval_every"] = 5
+    path.with_suffix(".json").write_text(json.dumps(meta))
+    np.testing.assert_array_equal(SENet.load(path).labels_, fitted.labels_)
 
 
 def test_load_rejects_other_kinds(tmp_path):
@@ -377,8 +415,8 @@ def test_plots_write_images(fitted, data, tmp_path):
     Ct = fitted.self_expressive_coefficients(Xt, dictionary=Xt)
     p = plot_coefficient_grid([[(C, y, "train")], [(Ct, yt, "test")]], tmp_path / "grid.png")
     assert p.stat().st_size > 1000
-    m = SENet(3, **{**TINY, "n_iter": 6, "eval_every": 3}).fit(X, y, eval_set=(Xt, yt))
-    p = plot_learning_curves(m.history_, tmp_path / "curves.png")
+    m = SENet(3, **{**TINY, "n_iter": 6}).fit(X)
+    p = plot_learning_curves(m.history_, tmp_path / "curves.png")  # the training loss (curves vs labels: test_monitor)
     assert p.stat().st_size > 1000
     with pytest.raises(ValueError, match="nothing to plot"):
         plot_learning_curves({})

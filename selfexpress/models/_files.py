@@ -42,11 +42,13 @@ def estimator_from_config(cls, config, device=None):
     """``(estimator, what its _check_params returned)``: ``cls`` built from a model file's ``config["params"]`` and
     checked as ``fit`` checks it.
 
-    The parameters :func:`config_params` wrote as JSON lists (tuples: shapes, widths, ranges) become tuples again.
-    The estimator runs on ``device`` (the one given to ``load``; None: "auto"), never on the device the file was
-    saved from.
+    The parameters :func:`config_params` wrote as JSON lists (tuples: shapes, widths, ranges) become tuples again;
+    those an earlier version had and ``cls._retired_params`` names are dropped. The estimator runs on ``device``
+    (the one given to ``load``; None: "auto"), never on the device the file was saved from.
     """
-    params = {k: tuple(v) if isinstance(v, list) else v for k, v in dict(config["params"]).items()}
+    retired = getattr(cls, "_retired_params", ())
+    params = {k: tuple(v) if isinstance(v, list) else v for k, v in dict(config["params"]).items()
+              if k not in retired}
     params["device"] = "auto" if device is None else device
     model = cls(**params)
     return model, model._check_params()

@@ -291,9 +291,6 @@ class SENet(SelfExpressiveClustering):
     n_train : int or None
         Train on this many points drawn at random (seeded) from X, then compute ``coef_`` and ``labels_``
         for all of X with all of X as dictionary (the reference protocol for MNIST-full etc.). None: all.
-    eval_every : int or None
-        With ``y`` given to :meth:`fit`, evaluate (ACC, SRE, full loss) every ``eval_every`` iterations into
-        ``history_["eval"]``; None: ``max(1, n_iter // 10)``.
     device : str or torch.device, default "auto"
         "auto" (CUDA when available, else the CPU), "cpu", "cuda" / "cuda:N" or a torch.device
         (:func:`selfexpress._device.resolve_device`); every tensor of the fit lives there.
@@ -321,13 +318,19 @@ class SENet(SelfExpressiveClustering):
     module_ : SENetModule (eval mode after fit)
     dictionary_ : ndarray (n_dict, n_features), the (normalised) training points = dictionary for predict
     dictionary_labels_ : ndarray (n_dict,), cluster labels of the dictionary atoms
+    train_indices_ : ndarray or None, the rows of ``X`` the networks train on (the dictionary); None: all of ``X``.
+        Set when training starts, so a :meth:`fit` callback can read it.
     coef_, affinity_, labels_, timings_ : as in the base class
-    history_ : ``{"train": {"iter", "loss", "rec", "reg", "b", "lr"}, "eval": {"iter", "acc", "sre", "conn", "L",
-        "L_rec", "L_reg", [test_* ...]}}``; ``rec``/``reg``/``loss`` are per-point batch means.
+    history_ : ``{"train": {"iter", "loss", "rec", "reg", "b", "lr"}}``, the training loss (``rec``/``reg``/``loss``
+        are per-point batch means); plus ``"eval"`` with what :meth:`fit` callbacks returned, if any. Learning
+        curves against true labels are the benchmark harness's (``benchmarks/_monitor.py``), not the estimator's.
     """
 
     # registry (selfexpress.models.registry): the CLI / pipeline name, input kind, model-file kind, presets
     _method_name = "senet"
+    #: parameters of earlier versions that model files may still hold; ``load`` drops them (``eval_every``: the
+    #: learning curves moved to the benchmark harness)
+    _retired_params = ("eval_every",)
     _input_kind = "features"
     _model_kind = MODEL_KIND
     _presets = {
@@ -346,7 +349,7 @@ class SENet(SelfExpressiveClustering):
                  n_iter=5000, batch_size=100, block_size=1000, algorithm="sgd", lr=1e-3, lr_threshold=None,
                  grad_clip=0.001, n_neighbors=3, affinity="knn", n_components=None, n_init=20, n_nonzero=1000,
                  normalize=True, n_train=None, teacher=None, teacher_weight=3000.0, n_sampled_atoms=1000,
-                 inactive_grad="zero", eval_every=None, random_state=None, device="auto",
+                 inactive_grad="zero", random_state=None, device="auto",
                  verbose=False, checkpoint_dir=None, checkpoint_every=1000, resume=False, backend="local",
                  backend_options=None, distributed="auto"):
         store_params(self, locals())
@@ -384,8 +387,6 @@ class SENet(SelfExpressiveClustering):
         check_positive(self.n_sampled_atoms, "n_sampled_atoms", integer=True, allow_zero=True)
         if self.inactive_grad not in ("zero", "kkt"):
             raise ValueError(f"inactive_grad must be 'zero' or 'kkt', got {self.inactive_grad!r}")
-        if self.eval_every is not None:
-            check_positive(self.eval_every, "eval_every", integer=True)
         if self.checkpoint_every is not None:
             check_positive(self.checkpoint_every, "checkpoint_every", integer=True)
         from ._senet_engine import BACKENDS
@@ -453,37 +454,38 @@ class SENet(SelfExpressiveClustering):
         return torch.as_tensor(np.ascontiguousarray(X, dtype=np.float32), device=self._device)
 
     # ------------------------------------------------------------------ fitting
-    def fit(self, X, y=None, eval_set=None, callbacks=None):
+    def fit(self, X, y=None, callbacks=None):
         """Train SENet on ``X`` (or an ``n_train`` subset), then coefficients -> graph -> spectral clustering.
 
         Parameters
         ----------
         X : array-like (n_samples, n_features)
-        y : array-like (n_samples,), optional. Only used to record ACC / SRE / loss learning curves in
-            ``history_["eval"]`` every ``eval_every`` iterations; never for training.
-        eval_set : (X_test, y_test), optional. Also record, for the held-out set, the loss, ACC and SRE of its
-            own self-expressive coefficients (test points against the test set, as in senet.txt Fig. 2/4).
-        callbacks : callables ``cb(trainer, iteration, logs) -> dict | None`` (see
-            :class:`selfexpress.train.Trainer`); the estimator can compute coefficients mid-training.
+        y : ignored (scikit-learn's convention; SENet is unsupervised)
+        callbacks : iterable of callables ``cb(trainer, iteration, logs) -> dict | None``, optional
+            Observers of the training, called every ``cb.every`` iterations (default 1) and after the last one
+            (see :class:`selfexpress.train.Trainer`); a dict returned is recorded in ``history_["eval"]``. They see
+            no labels: the estimator (``module_``, ``train_indices_``, :meth:`self_expressive_coefficients`) and
+            the batch's ``logs``. For stopping on a time budget, snapshots, or the benchmark harness's learning
+            curves (``benchmarks/_monitor.py``).
+
+        Returns
+        -------
+        self
         """
-        self._fit_y = None if y is None else np.asarray(y)
-        if self._fit_y is not None and self._fit_y.shape[0] != np.shape(X)[0]:
-            raise ValueError(f"y has {self._fit_y.shape[0]} labels but X has {np.shape(X)[0]} samples")
-        self._eval_set = eval_set
         self._user_callbacks = list(callbacks or ())
         try:
             return super().fit(X)
         finally:
-            del self._fit_y, self._eval_set, self._user_callbacks
+            del self._user_callbacks
 
-    def fit_predict(self, X, y=None, **kwargs):
-        """Fit and return ``labels_`` of ``X``."""
-        return self.fit(X, y, **kwargs).labels_
+    def fit_predict(self, X, y=None, callbacks=None):
+        """Fit and return ``labels_`` of ``X`` (``y`` ignored)."""
+        return self.fit(X, callbacks=callbacks).labels_
 
     def _fingerprint(self, X):
         params = {k: v for k, v in self.get_params().items()
-                  if k not in ("verbose", "checkpoint_dir", "checkpoint_every", "resume", "device", "eval_every",
-                               "n_init", "n_components", "affinity", "n_neighbors", "n_nonzero", "distributed")}
+                  if k not in ("verbose", "checkpoint_dir", "checkpoint_every", "resume", "device", "n_init",
+                               "n_components", "affinity", "n_neighbors", "n_nonzero", "distributed")}
         params["hidden_sizes"] = list(self._hidden_sizes())
         from ._files import data_fingerprint
 
@@ -495,14 +497,11 @@ class SENet(SelfExpressiveClustering):
         hs = self._hidden_sizes()
         seed = fit_seed(self)
         n = X.shape[0]
-        y = getattr(self, "_fit_y", None)
         train_idx = None
         if self.n_train is not None and self.n_train < n:
             train_idx = np.sort(np.random.default_rng(seed).choice(n, size=self.n_train, replace=False))
+        self.train_indices_ = train_idx
         Xtr = X if train_idx is None else X[train_idx]
-        ytr = None if (y is None or train_idx is None) else y[train_idx]
-        if y is not None and train_idx is None:
-            ytr = y
         if Xtr.shape[0] < 2:
             raise ValueError("SENet needs at least 2 training points")
 
@@ -536,8 +535,6 @@ class SENet(SelfExpressiveClustering):
             return loss, {"rec": float(rec) / m, "reg": float(reg) / m, "b": float(module.threshold.detach())}
 
         callbacks = list(getattr(self, "_user_callbacks", ()))
-        if ytr is not None:
-            callbacks.append(self._make_eval_callback(Xtr, ytr, getattr(self, "_eval_set", None)))
         param_lrs = None if self.lr_threshold is None else {"threshold": float(self.lr_threshold)}
         trainer = Trainer(
             module, loss_fn, Xtr.shape[0], n_iter=int(self.n_iter), batch_size=int(self.batch_size), lr=float(self.lr),
@@ -553,7 +550,6 @@ class SENet(SelfExpressiveClustering):
         t0 = time.perf_counter()
         C = self._coefficients(X, X, exclude_self=True)
         self.timings_["inference"] = time.perf_counter() - t0
-        self._train_idx = train_idx
         if C.nnz == 0:
             warnings.warn(
                 f"every SENet coefficient is zero: the learned threshold b = {float(module.threshold.detach()):.4g} "
@@ -563,43 +559,9 @@ class SENet(SelfExpressiveClustering):
 
     def _cluster_coef(self):
         labels = super()._cluster_coef()
-        idx = getattr(self, "_train_idx", None)
+        idx = self.train_indices_
         self.dictionary_labels_ = np.asarray(labels if idx is None else labels[idx], dtype=np.int64)
         return labels
-
-    def _make_eval_callback(self, Xtr, ytr, eval_set):
-        from ..cluster import spectral_clustering
-        from ..graph import affinity_from_coef
-        from ..metrics import clustering_accuracy, connectivity, subspace_preserving_error
-
-        Xte = yte = None
-        if eval_set is not None:
-            Xte, yte = eval_set
-            Xte = check_data(Xte, name="eval_set X")
-            if self.normalize:
-                Xte = normalize_rows(Xte)
-            yte = np.asarray(yte)
-
-        def _scores(Xa, ya, prefix):
-            C = self._coefficients(Xa, Xa, exclude_self=True)
-            A = affinity_from_coef(C, method=self.affinity, n_neighbors=self.n_neighbors)
-            lab = spectral_clustering(A, self.n_clusters, n_components=self.n_components, n_init=self.n_init,
-                                      random_state=fit_seed(self))
-            obj = self.objective(Xa, Xa, _normalized=True)
-            return {f"{prefix}acc": clustering_accuracy(ya, lab), f"{prefix}sre": subspace_preserving_error(C, ya),
-                    f"{prefix}conn": connectivity(C, ya), **{f"{prefix}{k}": v for k, v in obj.items()}}
-
-        def callback(trainer, iteration, logs):
-            was = self.module_.training
-            self.module_.eval()
-            out = _scores(Xtr, ytr, "")
-            if Xte is not None:
-                out.update(_scores(Xte, yte, "test_"))
-            self.module_.train(was)
-            return out
-
-        callback.every = int(self.eval_every or max(1, int(self.n_iter) // 10))
-        return callback
 
     # ------------------------------------------------------------------ inference
     def _prepare(self, X, name="X"):
