@@ -60,8 +60,8 @@ def check_data(X, *, name="X", dtype=np.float32, min_samples=2, allow_zero_rows=
     ValueError
         Naming the problem for: complex data, non-numeric dtypes, ragged input, fewer or more than
         2 dimensions, empty input, NaN or inf, values beyond the float32 range, fewer than
-        ``min_samples`` rows, and (unless ``allow_zero_rows``) all-zero rows (also rows that
-        underflow to zero in float32), which cannot be normalised and have no self-expression.
+        ``min_samples`` rows, rows that underflow to zero in ``dtype`` (a silent change of the data), and (unless
+        ``allow_zero_rows``) all-zero rows, which cannot be normalised and have no self-expression.
     """
     if sp.issparse(X):
         raise TypeError(
@@ -109,15 +109,15 @@ def check_data(X, *, name="X", dtype=np.float32, min_samples=2, allow_zero_rows=
             f"{name} has values too large for {out.dtype} (|x| > {np.finfo(out.dtype).max:.3g}) in {bad.size} "
             f"row(s), first at row {bad[0]}; rescale {name}"
         )
-    if not allow_zero_rows:
-        zero = np.flatnonzero(~out.any(axis=1))
-        if zero.size:
-            if arr[zero].any():
-                first = zero[np.flatnonzero(arr[zero].any(axis=1))[0]]
-                raise ValueError(
-                    f"{name} has row(s) (first at row {first}) whose values are too small for {out.dtype} and "
-                    f"become all zero; rescale {name}"
-                )
+    zero = np.flatnonzero(~out.any(axis=1))
+    if zero.size:
+        if arr[zero].any():
+            first = zero[np.flatnonzero(arr[zero].any(axis=1))[0]]
+            raise ValueError(
+                f"{name} has row(s) (first at row {first}) whose values are too small for {out.dtype} and "
+                f"become all zero; rescale {name}"
+            )
+        if not allow_zero_rows:
             raise ValueError(
                 f"{name} has {zero.size} all-zero row(s) (first at row {zero[0]}); a zero point cannot be "
                 "normalised or self-expressed. Remove those rows."

@@ -16,16 +16,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, ClusterMixin
+from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin
 
 from .._memory import check_allocation
-from .._validation import (check_data, check_is_fitted, check_n_clusters, check_n_features, check_positive,
-                           check_random_state_int, fit_seed)
+from .._validation import (check_data, check_distinct_points, check_is_fitted, check_n_clusters, check_n_features,
+                           check_positive, check_random_state_int, fit_seed)
 from ._autoencoder import (ConvAutoEncoder, IdentityAutoEncoder, as_input_shape, check_architecture,
                            conv_output_sizes, load_or_pretrain)
 from ._files import config_n_features, estimator_from_config, load_network
 
-__all__ = ["TorchClustering", "AutoEncoderClustering", "DSCPostprocessing", "check_torch_device", "flatten_points"]
+__all__ = ["TorchClustering", "AutoEncoderClustering", "DSCPostprocessing", "EmbeddingTransformerMixin",
+           "check_torch_device", "check_float32_scale", "flatten_points"]
 
 
 def check_torch_device(device):
@@ -46,6 +47,36 @@ def flatten_points(X, name="X"):
     return check_data(X, name=name, min_samples=1, allow_zero_rows=True)
 
 
+def check_float32_scale(X, name="X", chunk=8192):
+    """``ValueError`` unless the float32 inner products of the rows of ``X`` neither overflow nor underflow: every
+    non-zero row's Euclidean norm in ``[1e-18, 1e18]`` (squares within float32's normal range, 1.2e-38 to 3.4e38).
+
+    The auto-encoder models self-express ``X`` (or its codes) without normalising it: rows of norm 1e30 make the
+    loss infinite, rows of norm 1e-30 make it zero and the training blind; refused, with how to fix it."""
+    lo, hi = np.inf, 0.0
+    for s in range(0, X.shape[0], chunk):
+        norms = np.linalg.norm(X[s:s + chunk].astype(np.float64), axis=1)
+        hi = max(hi, float(norms.max(initial=0.0)))
+        lo = min(lo, float(norms[norms > 0].min(initial=np.inf)))
+    if hi > 1e18:
+        raise ValueError(f"{name} has rows of norm up to {hi:.3g}; their inner products overflow float32. Rescale "
+                         f"{name} (e.g. rows to unit norm, or pixels to [0, 1])")
+    if lo < 1e-18:
+        raise ValueError(f"{name} has rows of norm down to {lo:.3g}; their inner products underflow float32 to zero. "
+                         f"Rescale {name} (e.g. rows to unit norm, or pixels to [0, 1])")
+
+
+class EmbeddingTransformerMixin(TransformerMixin):
+    """scikit-learn's transformer side of an estimator whose ``transform`` gives its learned embedding (NCSC, SSCN,
+    the energy model): ``fit_transform`` and the transformer tags, which say the embedding is float32 whatever the
+    input's float dtype (the networks compute in float32). Listed before the estimator's base class."""
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags.preserves_dtype = ["float32"]
+        return tags
+
+
 class TorchClustering(ClusterMixin, BaseEstimator):
     """Base of the torch estimators: common checks, the fit prologue, logging.
 
@@ -61,9 +92,8 @@ class TorchClustering(ClusterMixin, BaseEstimator):
     _pretrained_param = "pretrained_autoencoder"
 
     def _check_common_params(self):
-        if isinstance(self.n_clusters, bool) or not isinstance(self.n_clusters, (int, np.integer)) \
-                or self.n_clusters < 2:
-            raise ValueError(f"n_clusters must be an integer >= 2, got {self.n_clusters!r}")
+        """``random_state`` and ``device``. ``n_clusters`` is checked with the data (:meth:`_validated`), after the
+        number of samples, as every estimator of the package does (:func:`selfexpress._validation.check_n_clusters`)."""
         check_random_state_int(self.random_state)
         if isinstance(getattr(type(self), "_device", None), property):
             self._device  # noqa: B018  (a resolving device property validates ``device``)
@@ -74,13 +104,16 @@ class TorchClustering(ClusterMixin, BaseEstimator):
         return flatten_points(X, name)
 
     def _validated(self, X):
-        """Checked parameters, then ``(X as (n, D) float32, n_clusters checked against n)``."""
+        """Checked parameters, then ``(X as (n, D) float32, n_clusters checked against n)``; fewer distinct points
+        than ``n_clusters`` are refused and duplicates warned about, as by every estimator of the package."""
         self._check_params()
         X = self._flatten(X)
         n = X.shape[0]
         if n < self._min_samples:
-            raise ValueError(f"X has {n} sample(s); at least {self._min_samples} are required")
-        return X, check_n_clusters(self.n_clusters, n)
+            raise ValueError(f"X has {n} sample(s) (shape={X.shape}); at least {self._min_samples} are required")
+        K = check_n_clusters(self.n_clusters, n)
+        check_distinct_points(X, K)
+        return X, K
 
     def _start_fit(self, X):
         """The one seed of this fit (``random_state=None``: fresh), fresh ``timings_`` / ``history_``."""
@@ -119,6 +152,13 @@ class AutoEncoderClustering(TorchClustering):
 
     #: the (memory) bytes of one more float32 copy of X per point, added to every memory-guard entry
     _extra_copy = True
+
+    def _flatten(self, X, name="X"):
+        """(n, D) float32 rows (:func:`flatten_points`) whose inner products float32 holds
+        (:func:`check_float32_scale`): the self-expression does not normalise them."""
+        X = flatten_points(X, name)
+        check_float32_scale(X, name)
+        return X
 
     def _check_autoencoder_params(self):
         if self.architecture not in ("auto", "conv", "linear"):

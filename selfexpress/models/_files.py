@@ -8,6 +8,8 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
+from .._validation import check_n_clusters
+
 __all__ = ["config_params", "estimator_from_config", "config_n_features", "invalid_config", "check_network_tensors",
            "check_label_tensor", "load_network", "state_dict_digest", "data_fingerprint", "pack_feature_transform",
            "unpack_feature_transform", "apply_feature_transform"]
@@ -40,7 +42,7 @@ def config_params(estimator, weights_params=()):
 
 def estimator_from_config(cls, config, device=None):
     """``(estimator, what its _check_params returned)``: ``cls`` built from a model file's ``config["params"]`` and
-    checked as ``fit`` checks it.
+    checked as ``fit`` checks it (``n_clusters`` an integer >= 2).
 
     The parameters :func:`config_params` wrote as JSON lists (tuples: shapes, widths, ranges) become tuples again;
     those an earlier version had and ``cls._retired_params`` names are dropped. The estimator runs on ``device``
@@ -51,7 +53,9 @@ def estimator_from_config(cls, config, device=None):
               if k not in retired}
     params["device"] = "auto" if device is None else device
     model = cls(**params)
-    return model, model._check_params()
+    checked = model._check_params()
+    check_n_clusters(model.n_clusters, 2 ** 62)  # fit checks it against the data; a file has no data to check
+    return model, checked
 
 
 def config_n_features(config):
@@ -173,7 +177,7 @@ def apply_feature_transform(estimator, X):
     like raw pixels while the model expects far fewer features, the error says how to make features.
     """
     ft = getattr(estimator, "feature_transform_", None)
-    shape = np.shape(X)
+    shape = X.shape if hasattr(X, "shape") else np.shape(np.asarray(X))  # an array-like may refuse np.shape
     if ft is not None:
         if ft.accepts_images(X):
             return ft.transform(X)

@@ -54,7 +54,7 @@ from .._device import device_property
 from .._memory import check_allocation
 from .._validation import check_is_fitted, check_positive, fit_seed
 from ..data.augment import Augment
-from ._deep import TorchClustering, flatten_points
+from ._deep import EmbeddingTransformerMixin, TorchClustering, flatten_points
 from ._files import check_network_tensors, config_params, estimator_from_config, invalid_config, load_network
 from .base import store_params
 
@@ -336,7 +336,7 @@ def _split_forward(net, x, n_splits, perm=None):
 
 
 # ----------------------------------------------------------------------------------------------- estimator
-class EnergySubspaceClustering(TorchClustering):
+class EnergySubspaceClustering(EmbeddingTransformerMixin, TorchClustering):
     """Energy-based self-expressive subspace clustering of images (LDRSC); see the module docstring.
 
     Parameters

@@ -64,7 +64,7 @@ from torch import nn
 from .._device import device_property
 from .._validation import check_fraction, check_is_fitted, check_n_features, check_positive, fit_seed
 from ._autoencoder import reconstruction_loss
-from ._deep import AutoEncoderClustering
+from ._deep import AutoEncoderClustering, EmbeddingTransformerMixin
 from ._files import (apply_feature_transform, check_label_tensor, check_network_tensors, config_params,
                      invalid_config, pack_feature_transform, unpack_feature_transform)
 from .base import store_params
@@ -254,7 +254,7 @@ def ncsc_batch_loss(module, xb, *, lambda1, lambda_cl, u, l, alpha, beta, lambda
 
 
 # ----------------------------------------------------------------------------------------------- estimator
-class NCSC(AutoEncoderClustering):
+class NCSC(EmbeddingTransformerMixin, AutoEncoderClustering):
     """Neural collaborative subspace clustering: a classifier trained by self-expression, labels by argmax.
 
     Inductive: :meth:`predict` labels unseen points with the classifier. See the module docstring for the

@@ -40,7 +40,7 @@ from torch import nn
 
 from .._device import device_property, resolve_device
 from .._memory import check_allocation
-from .._validation import (check_data, check_fraction, check_is_fitted, check_n_clusters, check_n_features,
+from .._validation import (check_data, check_fraction, check_is_fitted, check_n_features,
                            check_positive, fit_seed)
 from ._senet_engine import soft_threshold
 from .base import SelfExpressiveClustering, normalize_rows, store_params
@@ -764,7 +764,6 @@ class SENet(SelfExpressiveClustering):
         with invalid_config(invalid):
             model, hs = estimator_from_config(cls, config, device)
             n_features = config_n_features(config)
-            check_n_clusters(model.n_clusters, 2 ** 62)
             with torch.device("meta"):  # shapes only, no memory
                 net = SENetModule(n_features, hs, int(model.embed_dim))
             expected = {f"net.{k}": v for k, v in net.state_dict().items()}

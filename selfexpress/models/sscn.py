@@ -55,7 +55,7 @@ from torch import nn
 from .._device import device_property
 from .._validation import check_is_fitted, check_positive, fit_seed
 from ._autoencoder import reconstruction_loss
-from ._deep import AutoEncoderClustering, DSCPostprocessing
+from ._deep import AutoEncoderClustering, DSCPostprocessing, EmbeddingTransformerMixin
 from ._files import check_label_tensor, check_network_tensors, invalid_config
 from .base import store_params
 
@@ -204,7 +204,7 @@ def sscn_se_loss(module, xb, lambda_reconst=1.0, lambda_reg=1.0, lambda_ssc=1.0,
 
 
 # ----------------------------------------------------------------------------------------------- estimator
-class SSCN(DSCPostprocessing, AutoEncoderClustering):
+class SSCN(EmbeddingTransformerMixin, DSCPostprocessing, AutoEncoderClustering):
     """Siamese subspace clustering network: self-expression as ``Q = H H^T``, pseudo-labels, Stiefel rotation.
 
     Inductive: :meth:`predict` labels unseen points with the projection classifier (no spectral clustering).
