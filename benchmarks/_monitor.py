@@ -35,7 +35,7 @@ class SENetMonitor:
     eval_set : (X_test, y_test), optional. Held-out points, evaluated on their own self-expressive coefficients
         (test points against the test set, senet.txt Fig. 2 / 4).
     every : int or None. Evaluate every this many iterations and after the last one; None:
-        ``max(1, model.n_iter // 10)``.
+        ``max(1, n_iter // 10)`` (``n_iter`` as the fit resolves it: ``"auto"`` follows the device).
 
     Attributes
     ----------
@@ -57,7 +57,7 @@ class SENetMonitor:
                 raise ValueError(f"eval_set: y_test has {yte.size} labels but X_test has {np.shape(Xte)[0]} samples")
             self.eval_set = (Xte, yte)
         if every is None:
-            every = max(1, int(model.n_iter) // 10)
+            every = max(1, int(model._setting("n_iter")) // 10)  # "auto" resolved as the fit will
         if isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 1:
             raise ValueError(f"every must be a positive integer, got {every!r}")
         self.every = int(every)  # read by the Trainer: called every `every` iterations and after the last
@@ -73,7 +73,7 @@ class SENetMonitor:
 
         m = self.model
         C = m.self_expressive_coefficients(X, dictionary=X)
-        A = affinity_from_coef(C, method=m.affinity, n_neighbors=m.n_neighbors)
+        A = affinity_from_coef(C, method=m._setting("affinity"), n_neighbors=m.n_neighbors)
         labels = spectral_clustering(A, m.n_clusters, n_components=m.n_components, n_init=m.n_init,
                                      random_state=fit_seed(m))
         obj = m.objective(X, X)

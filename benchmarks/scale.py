@@ -69,7 +69,7 @@ def run_size(n, a):
     model = SENet(10, hidden_sizes=(128, 128, 128), embed_dim=128, gamma=50.0, lmbd=0.9, n_iter=a.n_iter,
                   lr_threshold=0.03, n_train=min(a.n_train, n), n_nonzero=a.n_nonzero, block_size=a.block_size,
                   affinity="symmetric", backend=a.backend, backend_options=opts, random_state=a.seed,
-                  verbose=False)
+                  teacher=None, verbose=False)
     t0 = time.perf_counter()
     model.fit_coef(Xmm)
     stages["train"] = round(model.timings_["train"], 3)

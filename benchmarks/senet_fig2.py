@@ -57,6 +57,7 @@ def main(argv=None):
     model = SENet(5, hidden_sizes=(args.width,) * 3, embed_dim=args.width, gamma=50.0, lmbd=0.9,
                   n_iter=args.n_iter, batch_size=100, algorithm="sgd", lr=1e-3, lr_threshold=args.lr_threshold,
                   inactive_grad=args.inactive_grad, affinity="symmetric", random_state=args.seed,
+                  teacher=None, n_nonzero=1000, n_train=None,  # the paper's (and the records'), not the CPU "auto"
                   verbose=not args.quiet)
     monitor = SENetMonitor(model, Xtr, ytr, eval_set=(Xte, yte), every=args.eval_every)
 

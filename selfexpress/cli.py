@@ -214,9 +214,13 @@ def _cmd_cluster(args):
             print(f"  {k.upper():<5} {v:.4f}")
     if args.output:
         atomic_save_npy(args.output / "labels.npy", res.labels)
-        atomic_write_json(args.output / "metrics.json", {
-            "source": source, "method": args.method, "params": res.params, "metrics": res.metrics,
-            "timings": res.timings, "n_samples": int(len(res.labels))})
+        record = {"source": source, "method": args.method, "params": res.params, "metrics": res.metrics,
+                  "timings": res.timings, "n_samples": int(len(res.labels))}
+        settings = getattr(res.estimator, "settings_", None)
+        if settings is not None:  # SENet: its "auto" parameters as the device resolved them
+            record["settings"] = {"recipe": getattr(res.estimator, "recipe_", None),
+                                  **{k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()}}
+        atomic_write_json(args.output / "metrics.json", record)
         print(f"wrote {args.output / 'labels.npy'} and {args.output / 'metrics.json'}")
     if args.save_model:
         res.estimator.save(args.save_model)

@@ -50,7 +50,7 @@ def _senet(algorithm, batch_size, **kw):
 
     return SENet(n_clusters=3, hidden_sizes=(16,), embed_dim=16, gamma=50.0, n_iter=20, batch_size=batch_size,
                  algorithm=algorithm, block_size=32, lr=1e-2, lr_threshold=None, grad_clip=None, n_nonzero=20,
-                 affinity="symmetric", n_init=2, random_state=0, **kw)
+                 affinity="symmetric", n_init=2, random_state=0, teacher=None, **kw)  # Alg. 1 / 2, not the teacher
 
 
 SENET_RUNS = {"sgd": ("sgd", 20), "two_pass": ("two_pass", 15)}

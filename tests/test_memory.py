@@ -96,7 +96,8 @@ def test_ensc_guard_runs_before_the_solver(big, available, monkeypatch):
 
 
 def test_senet_sgd_on_many_points_is_refused_with_two_pass_advice(available):
-    est = SENet(3, hidden_sizes=(256, 256, 256), embed_dim=256, block_size=100, n_nonzero=50)
+    est = SENet(3, hidden_sizes=(256, 256, 256), embed_dim=256, block_size=100, n_nonzero=50, teacher=None,
+                n_train=None)  # Alg. 1 on all points (the CPU "auto" would train on a 5,000-point sample with a teacher)
     available(32 * MiB)  # Alg. 1 keeps the key activations of all 3000 atoms (about 50 MiB)
     with pytest.raises(InsufficientMemoryError, match=r"SENet training \(sgd.*use algorithm='two_pass'"):
         est._check_memory(3000, 5)

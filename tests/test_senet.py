@@ -10,8 +10,10 @@ from selfexpress.data import make_union_of_subspaces
 from selfexpress.models.senet import (SENet, SENetModule, elastic_net_penalty, senet_backward_two_pass,
                                       senet_loss_sgd)
 
+#: teacher=None: these tests are about the paper's training (Alg. 1 / 2), not the CPU "auto" default with the EnSC
+#: teacher (its own tests: test_senet_defaults.py, test_teacher_ensc_*)
 TINY = dict(hidden_sizes=(16, 16), embed_dim=16, n_iter=30, batch_size=20, block_size=17, gamma=50.0,
-            affinity="symmetric", random_state=0, lr_threshold=0.05, n_init=3)
+            affinity="symmetric", random_state=0, lr_threshold=0.05, n_init=3, teacher=None)
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -335,7 +337,9 @@ def test_save_load_identical_coefficients_and_predict(fitted, data, tmp_path):
     path = fitted.save(tmp_path / "model")
     assert (tmp_path / "model.safetensors").exists() and (tmp_path / "model.json").exists()
     m2 = SENet.load(path)
-    assert m2.get_params() == {**fitted.get_params(), "hidden_sizes": tuple(fitted.hidden_sizes)}
+    # the file holds the values the fit used ("auto" resolved: settings_), so it rebuilds the same network anywhere
+    assert m2.get_params() == {**fitted.get_params(), **fitted.settings_}
+    assert m2.settings_ == fitted.settings_ and m2.recipe_ == fitted.recipe_
     for C1, C2 in ((fitted.self_expressive_coefficients(), m2.self_expressive_coefficients()),
                    (fitted.self_expressive_coefficients(Xt), m2.self_expressive_coefficients(Xt))):
         assert (C1 != C2).nnz == 0

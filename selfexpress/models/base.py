@@ -76,14 +76,26 @@ class SelfExpressiveClustering(ClusterMixin, BaseEstimator):
     def _check_params(self):
         """Check the method's own parameters; called once, at the door of ``fit`` (:meth:`_check_common`)."""
 
+    def _resolve_params(self, n_samples):
+        """Resolve parameters whose value depends on the device or the data (SENet's ``"auto"`` defaults) into fitted
+        attributes; called at the door of ``fit``, after :meth:`_check_params` and the sample-count checks. The
+        parameters themselves are never changed (scikit-learn's convention)."""
+
+    def _setting(self, name):
+        """The value of parameter ``name`` that this estimator uses (a subclass with ``"auto"`` parameters returns
+        the resolved one)."""
+        return getattr(self, name)
+
     def _check_common(self, X):
         self._check_params()
         X = check_data(X, name="X", min_samples=2)
         check_n_clusters(self.n_clusters, X.shape[0])
         fit_seed(self, new=True)  # the one seed of this fit (random_state=None: fresh)
-        if self.affinity not in ("symmetric", "knn"):
-            raise ValueError(f"affinity must be 'symmetric' or 'knn', got {self.affinity!r}")
-        if self.affinity == "knn":
+        self._resolve_params(X.shape[0])
+        affinity = self._setting("affinity")
+        if affinity not in ("symmetric", "knn"):
+            raise ValueError(f"affinity must be 'symmetric' or 'knn', got {affinity!r}")
+        if affinity == "knn":
             k = check_positive(self.n_neighbors, "n_neighbors", integer=True)
             if k >= X.shape[0]:
                 raise ValueError(f"n_neighbors={k} must be smaller than the number of samples ({X.shape[0]})")
@@ -145,7 +157,7 @@ class SelfExpressiveClustering(ClusterMixin, BaseEstimator):
         from ..graph import affinity_from_coef
 
         t0 = time.perf_counter()
-        self.affinity_ = affinity_from_coef(self.coef_, method=self.affinity, n_neighbors=self.n_neighbors)
+        self.affinity_ = affinity_from_coef(self.coef_, method=self._setting("affinity"), n_neighbors=self.n_neighbors)
         self.timings_["graph"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         self.labels_ = spectral_clustering(

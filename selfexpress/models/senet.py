@@ -52,6 +52,26 @@ __all__ = ["SENet", "SENetModule", "senet_loss_sgd", "senet_backward_two_pass", 
 
 MODEL_KIND = "senet"
 
+#: the parameters whose default "auto" is resolved at the door of ``fit`` by the device (see :class:`SENet`)
+AUTO_PARAMS = ("hidden_sizes", "embed_dim", "n_iter", "n_train", "teacher", "lr_threshold", "n_nonzero", "affinity")
+#: what a model file that lacks one of :data:`AUTO_PARAMS` (written before that parameter existed) was fitted with:
+#: the defaults before issue 25
+_LEGACY_DEFAULTS = dict(hidden_sizes=(1024, 1024, 1024), embed_dim=1024, n_iter=5000, n_train=None, teacher=None,
+                        lr_threshold=None, n_nonzero=1000, affinity="knn")
+
+
+def _is_auto(value):
+    return isinstance(value, str) and value == "auto"
+
+
+def _hidden_tuple(hidden_sizes):
+    """``hidden_sizes`` (a positive int or a sequence of them) as a tuple of ints; ``ValueError`` otherwise."""
+    hs = (hidden_sizes,) if isinstance(hidden_sizes, (int, np.integer)) else hidden_sizes
+    try:
+        return tuple(check_positive(h, "hidden_sizes[i]", integer=True) for h in hs)
+    except TypeError:
+        raise ValueError(f"hidden_sizes must be a sequence of positive ints, got {hidden_sizes!r}") from None
+
 
 # ----------------------------------------------------------------------------------------------- network
 def _mlp(in_dim, hidden_sizes, out_dim):
@@ -235,19 +255,50 @@ def senet_loss_distill(module, X, idx, teacher, weight, n_sampled, gamma, lmbd, 
 class SENet(SelfExpressiveClustering):
     """Self-Expressive Network subspace clustering (inductive: ``predict`` labels unseen points).
 
+    Defaults that fit the device: the eight parameters that differ between the paper's GPU-scale model and the
+    measured CPU recipe (``hidden_sizes``, ``embed_dim``, ``n_iter``, ``n_train``, ``teacher``, ``lr_threshold``,
+    ``n_nonzero``, ``affinity``) default to ``"auto"``, resolved at the door of :meth:`fit` by the device the fit
+    runs on (``device`` resolved), as scikit-learn's ``KMeans(n_init="auto")`` is; an explicit value always wins,
+    and the parameters themselves are never changed (``get_params()`` still says ``"auto"`` after the fit).
+
+    ============  ==========================================  ==========================================
+    parameter     on a CUDA device: the paper                 on the CPU: the CPU recipe
+    ============  ==========================================  ==========================================
+    hidden_sizes  (1024, 1024, 1024)                          (256, 256, 256)
+    embed_dim     1024                                        256
+    n_iter        100,000                                     2,500
+    n_train       None (train on every point)                 min(n_samples, 5000)
+    teacher       None                                        "ensc"
+    lr_threshold  None (= ``lr``)                             0.03
+    n_nonzero     1000                                        100
+    affinity      "knn" (the reference's 3-NN graph)          "symmetric"
+    ============  ==========================================  ==========================================
+
+    The GPU column is senet.txt / the reference code (``SENet._paper_preset``); the CPU column is the recipe
+    measured on two CPU cores (``SENet._presets["image"]``: narrow nets, a sampled training set, the EnSC
+    teacher; README, "SENet on a CPU"). Why the CPU does not get the paper's model: its 100,000 iterations of
+    3 x 1024 nets are about 33 CPU-hours, and the shorter run the defaults used to be (the paper's nets, 5,000
+    iterations, 3-NN graph, no teacher) took 1,591 s on a loaded 2-core CPU for 400 face images (40 people,
+    32 x 32 pixels, unit rows) and scored ACC 0.230 where EnSC's defaults score 0.765 in 1 s. On 400 points on
+    40 six-dimensional subspaces of R^1024 (10 points each, unit rows) the CPU recipe scores ACC 1.0 in 174 s
+    on one thread of a loaded machine (EnSC 1.0 in 10 s); the same with ``affinity="knn"`` 0.84, which is why
+    the CPU recipe uses the symmetric graph. The values a fit used are in ``settings_`` (and ``recipe_``);
+    model files store them, so a model trained on a GPU loads on a CPU with the same network.
+
     Parameters
     ----------
     n_clusters : int, default 8
-    hidden_sizes : tuple of int, default (1024, 1024, 1024)
-        Hidden widths of the query and key MLPs (each its own weights).
-    embed_dim : int, default 1024
-        Output width ``p``; ``alpha = 1/p``.
+    hidden_sizes : tuple of int or "auto", default "auto"
+        Hidden widths of the query and key MLPs (each its own weights). "auto": (1024, 1024, 1024) on CUDA,
+        (256, 256, 256) on the CPU.
+    embed_dim : int or "auto", default "auto"
+        Output width ``p``; ``alpha = 1/p``. "auto": 1024 on CUDA, 256 on the CPU.
     gamma : float, default 200.0
         Weight of the reconstruction term (the reference: 200 MNIST/Fashion/CIFAR, 150 EMNIST, 50 synthetic).
     lmbd : float in [0, 1], default 0.9
         Elastic-net trade-off ``r(c) = lmbd |c| + (1-lmbd)/2 c^2``.
-    n_iter : int, default 5000
-        Training iterations (the reference runs 100,000 on a GPU; see docs for CPU budgets).
+    n_iter : int or "auto", default "auto"
+        Training iterations. "auto": 100,000 on CUDA (the reference), 2,500 on the CPU.
     batch_size : int, default 100
         Queries per iteration; an epoch is ``N // batch_size`` iterations.
     block_size : int, default 1000
@@ -256,17 +307,20 @@ class SENet(SelfExpressiveClustering):
         Alg. 1 (fastest, memory linear in N) or Alg. 2 (same gradients, memory independent of N).
     lr : float, default 1e-3
         Adam learning rate, cosine-annealed per epoch to 0.
-    lr_threshold : float or None
+    lr_threshold : float, None or "auto", default "auto"
         Separate Adam learning rate for the soft threshold ``b`` (None: ``lr``). A larger one (e.g. 0.03)
-        lets ``b`` catch up with the embeddings on short CPU runs (measurements.md).
+        lets ``b`` catch up with the embeddings on short CPU runs (measurements.md). "auto": None on CUDA,
+        0.03 on the CPU.
     grad_clip : float or None, default 0.001
         Global gradient-norm clip (the reference value).
     n_neighbors, affinity, n_components, n_init, normalize, random_state :
-        See :class:`~selfexpress.models.base.SelfExpressiveClustering`. ``affinity="knn"`` (default) is the
+        See :class:`~selfexpress.models.base.SelfExpressiveClustering`. ``affinity="knn"`` is the
         reference's 3-NN graph over rows of C (MNIST); ``"symmetric"`` is ``|C| + |C|^T`` (synthetic, CIFAR).
-    n_nonzero : int, default 1000
+        ``affinity`` defaults to "auto": "knn" on CUDA, "symmetric" on the CPU.
+    n_nonzero : int or "auto", default "auto"
         Coefficients kept per row (largest |c|) in ``coef_`` and :meth:`self_expressive_coefficients`.
-    teacher : {None, "ensc"}, default None
+        "auto": 1000 on CUDA, 100 on the CPU.
+    teacher : {None, "ensc", "auto"}, default "auto"
         CPU accelerator, not in senet.txt. "ensc": first solve the same elastic-net problem exactly on the
         training set with :class:`~selfexpress.models.ensc.ElasticNetSubspaceClustering` (``gamma``,
         ``tau=lmbd``, ``gamma_nz=False``, i.e. the minimiser of eq. (10) over free coefficients), then train
@@ -274,6 +328,7 @@ class SENet(SelfExpressiveClustering):
         support of each batch row, the batch and ``n_sampled_atoms`` random atoms (cost per step independent
         of N; ``algorithm`` is then unused). Measured on MNIST (width 256, 3,000 steps, 1,000 train points,
         MNIST-test clustered with its own coefficients): ACC 0.844 vs 0.61 without a teacher.
+        "auto": None on CUDA (the paper), "ensc" on the CPU.
     teacher_weight : float, default 3000.0
     n_sampled_atoms : int, default 1000
     inactive_grad : {"zero", "kkt"}, default "zero"
@@ -288,9 +343,10 @@ class SENet(SelfExpressiveClustering):
         (e.g. at the EnSC solution), and Alg. 1 and Alg. 2 stay identical. Measured (R^9, 5 x 100 points,
         width 128, full batch, lr 3e-3, lr_threshold 1.0, 2,000 iterations): ACC 0.918 / L 580 with "kkt" vs
         0.668 / L 648 with "zero" (EnSC optimum L 556); "zero" needs 12,000 iterations to reach 0.918 / L 565.
-    n_train : int or None
+    n_train : int, None or "auto", default "auto"
         Train on this many points drawn at random (seeded) from X, then compute ``coef_`` and ``labels_``
         for all of X with all of X as dictionary (the reference protocol for MNIST-full etc.). None: all.
+        "auto": None on CUDA, ``min(n_samples, 5000)`` on the CPU.
     device : str or torch.device, default "auto"
         "auto" (CUDA when available, else the CPU), "cpu", "cuda" / "cuda:N" or a torch.device
         (:func:`selfexpress._device.resolve_device`); every tensor of the fit lives there.
@@ -315,6 +371,13 @@ class SENet(SelfExpressiveClustering):
 
     Attributes
     ----------
+    settings_ : dict
+        The values of the eight device-dependent parameters this fit used (``"auto"`` resolved, explicit values
+        as given; ``hidden_sizes`` a tuple of ints, ``n_train`` the resolved count or None). Set at the door of
+        :meth:`fit`, and by :meth:`load` from the model file.
+    recipe_ : {"cpu", "paper"} or None
+        Which column of the table above ``"auto"`` took: "paper" when the fit ran on CUDA, "cpu" otherwise
+        (None for a model file written before the defaults followed the device).
     module_ : SENetModule (eval mode after fit)
     dictionary_ : ndarray (n_dict, n_features), the (normalised) training points = dictionary for predict
     dictionary_labels_ : ndarray (n_dict,), cluster labels of the dictionary atoms
@@ -337,18 +400,20 @@ class SENet(SelfExpressiveClustering):
         "synthetic": dict(gamma=50.0, lmbd=0.9, n_iter=500, hidden_sizes=(128, 128, 128), embed_dim=128,
                           lr_threshold=0.03, affinity="symmetric"),
         # CPU preset (issue 12): narrow nets, a sampled training set, the EnSC teacher; the paper's own settings
-        # are _paper_preset.
+        # are _paper_preset. Its AUTO_PARAMS values are also what "auto" means on the CPU (issue 25).
         "image": dict(gamma=200.0, lmbd=0.9, n_components=15, affinity="symmetric", n_train=5000, n_iter=2500,
                       hidden_sizes=(256, 256, 256), embed_dim=256, lr_threshold=0.03, teacher="ensc", n_nonzero=100),
     }
-    #: senet.txt / reference-code settings (GPU scale: 100k iterations of 3 x 1024 nets)
+    #: senet.txt / reference-code settings (GPU scale: 100k iterations of 3 x 1024 nets); its AUTO_PARAMS values
+    #: are what "auto" means on CUDA
     _paper_preset = dict(gamma=200.0, lmbd=0.9, n_components=15, affinity="knn", hidden_sizes=(1024, 1024, 1024),
-                         embed_dim=1024, n_iter=100_000, batch_size=100, lr=1e-3, grad_clip=1e-3, n_nonzero=1000)
+                         embed_dim=1024, n_iter=100_000, batch_size=100, lr=1e-3, grad_clip=1e-3, n_nonzero=1000,
+                         n_train=None, teacher=None, lr_threshold=None)
 
-    def __init__(self, n_clusters=8, *, hidden_sizes=(1024, 1024, 1024), embed_dim=1024, gamma=200.0, lmbd=0.9,
-                 n_iter=5000, batch_size=100, block_size=1000, algorithm="sgd", lr=1e-3, lr_threshold=None,
-                 grad_clip=0.001, n_neighbors=3, affinity="knn", n_components=None, n_init=20, n_nonzero=1000,
-                 normalize=True, n_train=None, teacher=None, teacher_weight=3000.0, n_sampled_atoms=1000,
+    def __init__(self, n_clusters=8, *, hidden_sizes="auto", embed_dim="auto", gamma=200.0, lmbd=0.9,
+                 n_iter="auto", batch_size=100, block_size=1000, algorithm="sgd", lr=1e-3, lr_threshold="auto",
+                 grad_clip=0.001, n_neighbors=3, affinity="auto", n_components=None, n_init=20, n_nonzero="auto",
+                 normalize=True, n_train="auto", teacher="auto", teacher_weight=3000.0, n_sampled_atoms=1000,
                  inactive_grad="zero", random_state=None, device="auto",
                  verbose=False, checkpoint_dir=None, checkpoint_every=1000, resume=False, backend="local",
                  backend_options=None, distributed="auto"):
@@ -358,31 +423,34 @@ class SENet(SelfExpressiveClustering):
     _device = device_property()  # ``device`` resolved: the torch.device of every tensor (selfexpress._device)
 
     def _check_params(self):
+        """Check the parameters (``"auto"`` is accepted where it is a default); returns ``hidden_sizes`` as a tuple
+        of ints, or ``"auto"``."""
         hs = self.hidden_sizes
-        if isinstance(hs, (int, np.integer)):
-            hs = (hs,)
-        try:
-            hs = tuple(check_positive(h, "hidden_sizes[i]", integer=True) for h in hs)
-        except TypeError:
-            raise ValueError(f"hidden_sizes must be a sequence of positive ints, got {self.hidden_sizes!r}") from None
-        check_positive(self.embed_dim, "embed_dim", integer=True)
+        if not _is_auto(hs):
+            hs = _hidden_tuple(hs)
+        if not _is_auto(self.embed_dim):
+            check_positive(self.embed_dim, "embed_dim", integer=True)
         check_positive(self.gamma, "gamma")
         check_fraction(self.lmbd, "lmbd")
-        check_positive(self.n_iter, "n_iter", integer=True)
+        if not _is_auto(self.n_iter):
+            check_positive(self.n_iter, "n_iter", integer=True)
         check_positive(self.batch_size, "batch_size", integer=True)
         check_positive(self.block_size, "block_size", integer=True)
         if self.algorithm not in ("sgd", "two_pass"):
             raise ValueError(f"algorithm must be 'sgd' or 'two_pass', got {self.algorithm!r}")
         check_positive(self.lr, "lr")
-        if self.lr_threshold is not None:
+        if self.lr_threshold is not None and not _is_auto(self.lr_threshold):
             check_positive(self.lr_threshold, "lr_threshold")
         if self.grad_clip is not None:
             check_positive(self.grad_clip, "grad_clip")
-        check_positive(self.n_nonzero, "n_nonzero", integer=True)
-        if self.n_train is not None:
+        if not _is_auto(self.n_nonzero):
+            check_positive(self.n_nonzero, "n_nonzero", integer=True)
+        if self.n_train is not None and not _is_auto(self.n_train):
             check_positive(self.n_train, "n_train", integer=True)
-        if self.teacher not in (None, "ensc"):
+        if not (self.teacher is None or (isinstance(self.teacher, str) and self.teacher in ("ensc", "auto"))):
             raise ValueError(f"teacher must be None or 'ensc', got {self.teacher!r}")
+        if not (isinstance(self.affinity, str) and self.affinity in ("auto", "symmetric", "knn")):
+            raise ValueError(f"affinity must be 'symmetric' or 'knn', got {self.affinity!r}")
         check_positive(self.teacher_weight, "teacher_weight", allow_zero=True)
         check_positive(self.n_sampled_atoms, "n_sampled_atoms", integer=True, allow_zero=True)
         if self.inactive_grad not in ("zero", "kkt"):
@@ -406,30 +474,69 @@ class SENet(SelfExpressiveClustering):
         resolve_device(self.device)  # ValueError: malformed, unsupported, or CUDA asked for without CUDA
         return hs
 
+    # ------------------------------------------------------------------ "auto" parameters
+    def _recipe(self):
+        """``"paper"`` when this estimator's tensors live on CUDA, else ``"cpu"``: the table of the class docstring."""
+        return "paper" if self._device.type == "cuda" else "cpu"
+
+    def _resolve_settings(self, n_samples=None):
+        """``(settings, recipe)``: the :data:`AUTO_PARAMS` with ``"auto"`` replaced by the ``recipe``'s value for
+        the resolved device (``n_train`` capped at ``n_samples`` when given), explicit values as given; nothing is
+        stored."""
+        recipe = self._recipe()
+        source = self._paper_preset if recipe == "paper" else self._presets["image"]
+        settings = {}
+        for name in AUTO_PARAMS:
+            value = getattr(self, name)
+            if _is_auto(value):
+                value = source[name]
+                if name == "n_train" and value is not None and n_samples is not None:
+                    value = min(int(n_samples), int(value))
+            settings[name] = _hidden_tuple(value) if name == "hidden_sizes" else value
+        return settings, recipe
+
+    def _resolve_params(self, n_samples):
+        """At the door of ``fit`` (after ``_check_params``): resolve the ``"auto"`` parameters into ``settings_``
+        and ``recipe_`` (the parameters are not touched)."""
+        self.settings_, self.recipe_ = self._resolve_settings(n_samples)
+
+    def _settings(self, n_samples=None):
+        """The device-dependent parameters as this estimator uses them: explicit values as given, ``"auto"`` as the
+        last fit (or :meth:`load`) resolved it (``settings_``); before any fit, as a fit would resolve it now."""
+        settings, _ = self._resolve_settings(n_samples)
+        fitted = getattr(self, "settings_", None)
+        if fitted is not None:
+            settings.update({k: fitted[k] for k in AUTO_PARAMS if k in fitted and _is_auto(getattr(self, k))})
+        return settings
+
+    def _setting(self, name):
+        """One parameter as this estimator uses it (see :meth:`_settings`)."""
+        return self._settings()[name] if name in AUTO_PARAMS else getattr(self, name)
+
     def _hidden_sizes(self):
-        """``hidden_sizes`` as a tuple of ints (checked by ``_check_params`` at the door of ``fit``)."""
-        hs = self.hidden_sizes
-        return (int(hs),) if isinstance(hs, (int, np.integer)) else tuple(int(h) for h in hs)
+        """``hidden_sizes`` as used (``"auto"`` resolved), a tuple of ints."""
+        return self._setting("hidden_sizes")
 
     def _build(self, in_dim):
         from ..train import seeded
 
         hs = self._hidden_sizes()
         with seeded(fit_seed(self)):
-            module = SENetModule(in_dim, hs, int(self.embed_dim))
+            module = SENetModule(in_dim, hs, int(self._setting("embed_dim")))
         return module.to(self._device)
 
     def _memory_estimate(self, n_samples, n_features):
         """Training (autograd graph) and inference (coefficient tiles) peak bytes; see ``_check_memory``."""
-        hs = self._hidden_sizes()
-        p, D = int(self.embed_dim), n_features
-        n_tr = min(int(self.n_train or n_samples), n_samples)
+        s = self._settings(n_samples)
+        hs = s["hidden_sizes"]
+        p, D = int(s["embed_dim"]), n_features
+        n_tr = min(int(s["n_train"] or n_samples), n_samples)
         m = min(int(self.batch_size), n_tr)
         dims = [D, *hs, p]
         n_params = 2 * sum((a + 1) * b for a, b in zip(dims[:-1], dims[1:]))
         per_atom = 8 * (D + 2 * sum(hs) + 2 * p)  # activations kept for backward + their gradients
         out = []
-        if self.teacher is None:
+        if s["teacher"] is None:
             cols = n_tr if self.algorithm == "sgd" else min(int(self.block_size), n_tr)
             hint = ("use algorithm='two_pass' (memory independent of n_samples), lower batch_size, or train on a "
                     "subset with n_train" if self.algorithm == "sgd" else "lower block_size or batch_size")
@@ -438,13 +545,14 @@ class SENet(SelfExpressiveClustering):
                         f"network's activations for {cols} atoms of width {max(dims)})", hint))
         out.append((self._inference_bytes(n_samples, n_samples, D),
                     f"SENet coefficients of {n_samples} points (block_size x block_size tiles, n_nonzero per row)",
-                    f"lower block_size (now {self.block_size}) or n_nonzero (now {self.n_nonzero})"))
+                    f"lower block_size (now {self.block_size}) or n_nonzero (now {s['n_nonzero']})"))
         return out
 
     def _inference_bytes(self, n_rows, n_dict, n_features):
-        hs = self._hidden_sizes()
-        p = int(self.embed_dim)
-        k = min(int(self.n_nonzero), n_dict)
+        s = self._settings()
+        hs = s["hidden_sizes"]
+        p = int(s["embed_dim"])
+        k = min(int(s["n_nonzero"]), n_dict)
         rb = min(max(int(self.block_size), 1), n_rows)
         cb = min(max(int(self.block_size), 2 * k), n_dict)
         return (4 * n_dict * p + 4 * max(rb, min(n_dict, 1000)) * (n_features + sum(hs) + p) + 16 * rb * cb
@@ -486,7 +594,8 @@ class SENet(SelfExpressiveClustering):
         params = {k: v for k, v in self.get_params().items()
                   if k not in ("verbose", "checkpoint_dir", "checkpoint_every", "resume", "device", "n_init",
                                "n_components", "affinity", "n_neighbors", "n_nonzero", "distributed")}
-        params["hidden_sizes"] = list(self._hidden_sizes())
+        # the values this fit uses ("auto" resolved): a checkpoint resumes only a run with the same settings
+        params.update({k: list(v) if k == "hidden_sizes" else v for k, v in self._settings().items() if k in params})
         from ._files import data_fingerprint
 
         return {"model": MODEL_KIND, "params": params, **data_fingerprint(X)}
@@ -494,12 +603,13 @@ class SENet(SelfExpressiveClustering):
     def _fit_coef(self, X):
         from ..train import Trainer
 
-        hs = self._hidden_sizes()
+        settings = self._settings(X.shape[0])
         seed = fit_seed(self)
         n = X.shape[0]
+        n_train = settings["n_train"]
         train_idx = None
-        if self.n_train is not None and self.n_train < n:
-            train_idx = np.sort(np.random.default_rng(seed).choice(n, size=self.n_train, replace=False))
+        if n_train is not None and n_train < n:
+            train_idx = np.sort(np.random.default_rng(seed).choice(n, size=int(n_train), replace=False))
         self.train_indices_ = train_idx
         Xtr = X if train_idx is None else X[train_idx]
         if Xtr.shape[0] < 2:
@@ -514,7 +624,7 @@ class SENet(SelfExpressiveClustering):
         inactive_grad = self.inactive_grad
 
         teacher_coef = None
-        if self.teacher == "ensc":
+        if settings["teacher"] == "ensc":
             from .ensc import ElasticNetSubspaceClustering
 
             t0 = time.perf_counter()
@@ -522,7 +632,9 @@ class SENet(SelfExpressiveClustering):
                 n_clusters=2, gamma=gamma, tau=lmbd, gamma_nz=False, normalize=False,
                 verbose=self.verbose).fit_coef(Xtr).coef_.tocsr()
             self.timings_["teacher"] = time.perf_counter() - t0
-            gen = torch.Generator().manual_seed(seed)
+            # the sampled atoms come from the trainer's forked torch RNG (seeded, and restored from a checkpoint:
+            # a resumed run samples the atoms the uninterrupted one would have)
+            gen = None
             tw, n_sampled = float(self.teacher_weight), int(self.n_sampled_atoms)
 
         def loss_fn(idx):
@@ -535,11 +647,12 @@ class SENet(SelfExpressiveClustering):
             return loss, {"rec": float(rec) / m, "reg": float(reg) / m, "b": float(module.threshold.detach())}
 
         callbacks = list(getattr(self, "_user_callbacks", ()))
-        param_lrs = None if self.lr_threshold is None else {"threshold": float(self.lr_threshold)}
+        lr_threshold, n_iter = settings["lr_threshold"], int(settings["n_iter"])
+        param_lrs = None if lr_threshold is None else {"threshold": float(lr_threshold)}
         trainer = Trainer(
-            module, loss_fn, Xtr.shape[0], n_iter=int(self.n_iter), batch_size=int(self.batch_size), lr=float(self.lr),
+            module, loss_fn, Xtr.shape[0], n_iter=n_iter, batch_size=int(self.batch_size), lr=float(self.lr),
             param_lrs=param_lrs, lr_min=0.0, schedule="cosine", grad_clip=self.grad_clip, random_state=seed,
-            verbose=self.verbose, callbacks=callbacks, log_every=max(1, int(self.n_iter) // 2000),
+            verbose=self.verbose, callbacks=callbacks, log_every=max(1, n_iter // 2000),
             checkpoint_dir=self.checkpoint_dir, checkpoint_every=self.checkpoint_every, resume=self.resume,
             fingerprint=self._fingerprint(Xtr), desc="SENet", distributed=self.distributed)
         t0 = time.perf_counter()
@@ -583,12 +696,13 @@ class SENet(SelfExpressiveClustering):
         from ._senet_engine import blockwise_coefficients
 
         module = self.module_
+        own_k = self._setting("n_nonzero")
         check_allocation(self._inference_bytes(X.shape[0], D.shape[0], D.shape[1]),
                          f"SENet coefficients of {X.shape[0]} points on {D.shape[0]} atoms",
-                         f"lower block_size (now {self.block_size}) or n_nonzero (now {self.n_nonzero})",
+                         f"lower block_size (now {self.block_size}) or n_nonzero (now {own_k})",
                          device=self._device)
         keys = self._embed(module.key, D)  # once for the whole dictionary
-        k = min(int(n_nonzero or self.n_nonzero), D.shape[0])
+        k = min(int(n_nonzero or own_k), D.shape[0])
         rb = max(int(self.block_size), 1)
         thr = float(module.threshold if threshold is None else threshold)
 
@@ -614,7 +728,7 @@ class SENet(SelfExpressiveClustering):
             for the self-expression of a new set within itself (senet.txt "SENet test").
         exclude_self : bool or None. Zero ``C[i, i]``; None: True iff X is the dictionary (X None, or X and the
             dictionary hold the same points).
-        n_nonzero : int or None (default: the model's ``n_nonzero``).
+        n_nonzero : int or None (default: the model's ``n_nonzero``, as its fit resolved it: ``settings_``).
         """
         check_is_fitted(self, "module_")
         Xn = self.dictionary_ if X is None else self._prepare(X)
@@ -688,7 +802,7 @@ class SENet(SelfExpressiveClustering):
         "spectral" (the paper's "SENet test") self-expresses the test set on itself, which the network never
         learned to do (its test L_rec is 10-100x the training one), and it collapses on small test sets;
         k-NN on query embeddings ignores the coefficient magnitudes. Current figures:
-        ``benchmarks/results/senet_fig2.json`` and ``senet_table1.json``.
+        ``benchmarks/results/senet_fig2/default.json`` and ``benchmarks/results/senet_table1/legacy/default.json``.
         """
         check_is_fitted(self, "dictionary_labels_")
         if rule not in ("mass", "knn", "spectral"):
@@ -702,7 +816,7 @@ class SENet(SelfExpressiveClustering):
                 raise ValueError(f"rule='spectral' needs at least n_clusters={self.n_clusters} points")
             C = self._coefficients(Xn, Xn, exclude_self=True)
             nn_ = min(self.n_neighbors, Xn.shape[0] - 1)
-            A = affinity_from_coef(C, method=self.affinity, n_neighbors=nn_)
+            A = affinity_from_coef(C, method=self._setting("affinity"), n_neighbors=nn_)
             return spectral_clustering(A, self.n_clusters, n_components=self.n_components, n_init=self.n_init,
                                        random_state=fit_seed(self))
         labels = self.dictionary_labels_
@@ -737,11 +851,13 @@ class SENet(SelfExpressiveClustering):
         tensors["dictionary_labels"] = torch.tensor(self.dictionary_labels_, dtype=torch.int64)
         tensors["labels"] = torch.tensor(np.asarray(self.labels_), dtype=torch.int64)
         params = self.get_params()
-        params["hidden_sizes"] = list(self._check_params())
+        # the values the fit used, not "auto": the file rebuilds the same network on any device
+        params.update({k: list(v) if k == "hidden_sizes" else v for k, v in self._settings().items()})
         params["checkpoint_dir"] = None if params["checkpoint_dir"] is None else str(params["checkpoint_dir"])
         params["device"] = str(params["device"])  # a torch.device too; load() does not reuse it
-        config = {"params": params, "n_features_in": int(self.n_features_in_), "n_iter_done": int(self.n_iter_),
-                  "history": getattr(self, "history_", None), "timings": getattr(self, "timings_", {})}
+        config = {"params": params, "recipe": getattr(self, "recipe_", None), "n_features_in": int(self.n_features_in_),
+                  "n_iter_done": int(self.n_iter_), "history": getattr(self, "history_", None),
+                  "timings": getattr(self, "timings_", {})}
         pack_feature_transform(self, tensors, config)
         return save_model(path, tensors, config)
 
@@ -762,10 +878,13 @@ class SENet(SelfExpressiveClustering):
         invalid = f"{path} is not a valid SENet model file"
         feature_transform = unpack_feature_transform(tensors, config, source=str(path))
         with invalid_config(invalid):
-            model, hs = estimator_from_config(cls, config, device)
+            config = _with_resolved_params(config)
+            model, _ = estimator_from_config(cls, config, device)
+            model.settings_, _ = model._resolve_settings()  # every one explicit: the values the fit used
+            model.recipe_ = config.get("recipe")
             n_features = config_n_features(config)
             with torch.device("meta"):  # shapes only, no memory
-                net = SENetModule(n_features, hs, int(model.embed_dim))
+                net = SENetModule(n_features, model._hidden_sizes(), int(model._setting("embed_dim")))
             expected = {f"net.{k}": v for k, v in net.state_dict().items()}
         check_network_tensors(tensors, expected, invalid, allowed_extra=("dictionary", "dictionary_labels", "labels"))
         D, dl, lab = (tensors.get(k) for k in ("dictionary", "dictionary_labels", "labels"))
@@ -793,6 +912,20 @@ class SENet(SelfExpressiveClustering):
         if feature_transform is not None:
             model.feature_transform_ = feature_transform
         return model
+
+
+def _with_resolved_params(config):
+    """A model file's ``config`` whose parameters hold a value for each of :data:`AUTO_PARAMS`: a file written before
+    a parameter existed gets the value those versions used (:data:`_LEGACY_DEFAULTS`). Files store the values their
+    fit resolved, so ``"auto"`` in one is refused (``ValueError``): the network's shapes would depend on the device
+    that loads it."""
+    params = dict(config["params"])
+    for name in AUTO_PARAMS:
+        if name not in params:
+            params[name] = _LEGACY_DEFAULTS[name]
+        elif _is_auto(params[name]):
+            raise ValueError(f"{name} is 'auto'; a SENet model file holds the values its fit used")
+    return {**config, "params": params}
 
 
 def save_model(path, tensors, config):

@@ -366,7 +366,6 @@ class SSCN(EmbeddingTransformerMixin, DSCPostprocessing, AutoEncoderClustering):
         from ..train import Trainer
 
         n = X.shape[0]
-        d = int(self.max_cluster_dim)
         module = self._build(X.shape[1], arch)
         self.module_ = module
         self.n_parameters_ = int(sum(p.numel() for p in module.parameters() if p.requires_grad))
