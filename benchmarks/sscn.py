@@ -125,7 +125,7 @@ def part_dense(a):
     from sklearn.preprocessing import normalize
 
     from selfexpress.cluster import spectral_clustering
-    from selfexpress.graph import dsc_affinity
+    from selfexpress.models._dsc_postprocess import dsc_affinity
 
     st = Stages()
     _, y = _load("mnist-test")
@@ -158,7 +158,7 @@ def part_dense(a):
     dense_lib = _metrics(y, lab_dl)
     print(f"dense L + library spectral clustering: {_fmt(dense_lib)}", flush=True)
     sparse = {}
-    from selfexpress.graph import mass_threshold
+    from selfexpress.models._dsc_postprocess import mass_threshold
 
     with st("sparse_thrC"):
         Cp = mass_threshold(factor=H.astype(np.float32), ro=ro)

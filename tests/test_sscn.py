@@ -8,7 +8,7 @@ from sklearn.exceptions import NotFittedError
 
 from selfexpress._memory import InsufficientMemoryError
 from selfexpress.data import make_union_of_subspaces
-from selfexpress.graph import dsc_affinity, mass_threshold
+from selfexpress.models._dsc_postprocess import dsc_affinity, mass_threshold
 from selfexpress.models._autoencoder import ConvAutoEncoder, IdentityAutoEncoder
 from selfexpress.models.dscnet import DSCNet
 from selfexpress.models.sscn import (SSCN, CayleyAdam, RotationClassifier, SSCNModule, cayley_retraction,

@@ -3,12 +3,9 @@
 - :func:`affinity_from_coef` -- coefficients (CSR) -> symmetric affinity (CSR).
 - :func:`topk_to_csr` -- per-row (n, k) arrays -> CSR.
 - :class:`StreamingTopK` -- running per-row top-|value| over column blocks (torch).
-- :func:`mass_threshold`, :func:`dsc_affinity` -- DSC-Net's post-processing (thrC + post_proC), blockwise
-  and sparse (used by SSCN and DSC-Net).
 """
 
 from ._affinity import affinity_from_coef, knn_rows
-from ._dsc import dsc_affinity, mass_threshold
 from ._topk import StreamingTopK, topk_to_csr
 
-__all__ = ["affinity_from_coef", "knn_rows", "topk_to_csr", "StreamingTopK", "mass_threshold", "dsc_affinity"]
+__all__ = ["affinity_from_coef", "knn_rows", "topk_to_csr", "StreamingTopK"]

@@ -331,7 +331,7 @@ class DSCPostprocessing:
         thresholded) or from the factor ``H`` of ``C = H H^T`` (SSCN: thresholded when ``noise_threshold < 1``)."""
         import scipy.sparse as sp
 
-        from ..graph import dsc_affinity, mass_threshold
+        from ._dsc_postprocess import dsc_affinity, mass_threshold
 
         ro = self.noise_threshold
         kw = dict(rank=K * int(self.max_cluster_dim) + 1, alpha=float(self.noise_alpha),

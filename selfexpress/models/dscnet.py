@@ -11,7 +11,7 @@ Row convention: row i of ``C`` codes ``z_i`` (``Z_se = C Z``). Two differences f
 deliberate: the diagonal of ``C`` is held at 0 (its gradient is masked, so ``z_i`` cannot code itself; the
 reference leaves it free), and ``||C||^2`` contributes its gradient (the reference computes it on
 ``C.data``, so its regulariser never acts -- reference-impls.md §3.6). The labels come from the DSC-Net
-post-processing of ``C`` (:mod:`selfexpress.graph._dsc`, as in SSCN) and spectral clustering.
+post-processing of ``C`` (:mod:`selfexpress.models._dsc_postprocess`, as in SSCN) and spectral clustering.
 
 ``C`` makes memory grow with the square of N (10,000 points: 400 MB for ``C``, about 3 GB with its gradient,
 Adam's moments and temporaries); :meth:`DSCNet.fit` checks this with the shared memory guard first and

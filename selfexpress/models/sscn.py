@@ -19,7 +19,7 @@ so its memory does not grow with N, and labels unseen points with a projection c
 3. **Pseudo-labels**: DSC-Net's post-processing (``thrC`` with ``noise_threshold``, symmetrise, diagonal 1,
    rank ``K*d + 1`` SVD, ``U S^{1/2}`` row-normalised, ``Z = U U^T`` clipped at 0, ``Z^alpha`` with
    ``alpha = noise_alpha = 8``) and spectral clustering of ``Q = H H^T`` on the whole training set.
-   The reference builds all of these as dense N x N arrays. Here (:mod:`selfexpress.graph._dsc`) ``thrC``
+   The reference builds all of these as dense N x N arrays. Here (:mod:`selfexpress.models._dsc_postprocess`) ``thrC``
    runs on blocks of columns of ``H H^T`` and returns a sparse matrix, the SVD runs on that sparse matrix
    (or, with ``noise_threshold=None``, on the implicit operator ``H H^T`` with diagonal 1, never formed),
    and the affinity keeps the ``n_neighbors`` (300) largest entries of ``Z^alpha`` per row (computed from the
@@ -256,7 +256,7 @@ class SSCN(EmbeddingTransformerMixin, DSCPostprocessing, AutoEncoderClustering):
     n_neighbors : int, default 300
         Affinities kept per row by the sparse post-processing. Measured on MNIST-test (pseudo-label ACC, same
         embeddings): 30 / 100 / 300 / 1,000 neighbours 0.674 / 0.671 / 0.734 / 0.733, the dense reference
-        0.731 (:mod:`selfexpress.graph._dsc`); the affinity holds about ``2 * n_neighbors`` entries per row.
+        0.731 (:mod:`selfexpress.models._dsc_postprocess`); the affinity holds about ``2 * n_neighbors`` entries per row.
     max_nonzero : int or None, default None
         Cap on the entries ``thrC`` keeps per column (None: none; the count is data dependent).
     block_size : int, default 1024
