@@ -263,6 +263,15 @@ class AutoEncoderClustering(TorchClustering):
         self.pretrained_autoencoder_ = None
         self.timings_ = config.get("timings", {})
 
+    def _start_network(self, module, X):
+        """Record the network a fit trains (``module_``, ``n_parameters_``); return ``X`` as a float32 tensor on the
+        device and the checkpoint folder (None without ``checkpoint_dir``)."""
+        self.module_ = module
+        self.n_parameters_ = int(sum(p.numel() for p in module.parameters() if p.requires_grad))
+        Xt = torch.as_tensor(np.ascontiguousarray(X, dtype=np.float32), device=self._device)
+        ckpt = getattr(self, "checkpoint_dir", None)
+        return Xt, None if ckpt is None else Path(ckpt)
+
     def _pretrain(self, ae, Xt, X, arch, seed):
         """Load ``pretrained_autoencoder`` into ``ae`` or pre-train it (conv only); keep its weights and the time."""
         t0 = time.perf_counter()

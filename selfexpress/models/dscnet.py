@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -127,9 +126,7 @@ class DSCNet(DSCPostprocessing, AutoEncoderClustering):
         with seeded(seed):
             ae = self._autoencoder(D, arch)
             module = DSCNetModule(ae, n).to(self._device)
-        self.module_ = module
-        self.n_parameters_ = int(sum(p.numel() for p in module.parameters() if p.requires_grad))
-        Xt = torch.as_tensor(np.ascontiguousarray(X, dtype=np.float32), device=self._device)
+        Xt, _ = self._start_network(module, X)
         self._pretrain(ae, Xt, X, arch, seed)
 
         t0 = time.perf_counter()

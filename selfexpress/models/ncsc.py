@@ -54,7 +54,6 @@ from __future__ import annotations
 
 import math
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -425,10 +424,7 @@ class NCSC(EmbeddingTransformerMixin, AutoEncoderClustering):
 
         n = X.shape[0]
         module = self._build(X.shape[1], arch)
-        self.module_ = module
-        self.n_parameters_ = int(sum(p.numel() for p in module.parameters() if p.requires_grad))
-        Xt = torch.as_tensor(np.ascontiguousarray(X, dtype=np.float32), device=self._device)
-        ckpt = None if self.checkpoint_dir is None else Path(self.checkpoint_dir)
+        Xt, ckpt = self._start_network(module, X)
 
         # 1. auto-encoder pretraining (reconstruction only), or the given weights
         ae = module.autoencoder

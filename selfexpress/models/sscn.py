@@ -45,7 +45,6 @@ Choices where the poster and the reference leave gaps are listed under the param
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -367,10 +366,7 @@ class SSCN(EmbeddingTransformerMixin, DSCPostprocessing, AutoEncoderClustering):
 
         n = X.shape[0]
         module = self._build(X.shape[1], arch)
-        self.module_ = module
-        self.n_parameters_ = int(sum(p.numel() for p in module.parameters() if p.requires_grad))
-        Xt = self._tensor(X)
-        ckpt = None if self.checkpoint_dir is None else Path(self.checkpoint_dir)
+        Xt, ckpt = self._start_network(module, X)
 
         # 1. auto-encoder pretraining (or the given weights)
         self._pretrain(module.autoencoder, Xt, X, arch, seed)
