@@ -26,7 +26,7 @@ import time
 
 import numpy as np
 
-from _common import REPO, Stages, peak_rss_mb, write_result  # noqa: E402  (sets sys.path)
+from _common import REPO, Stages, peak_rss_mb, result_path, write_result  # noqa: E402  (sets sys.path)
 
 from selfexpress.cluster import spectral_clustering
 from selfexpress.data import make_union_of_subspaces
@@ -194,7 +194,7 @@ def part_d_child(seed=0):
 def part_d():
     # fresh process so that peak RSS is this run's alone
     subprocess.run([sys.executable, __file__, "--parts", "d-child"], check=True, cwd=REPO)
-    return json.loads((REPO / "benchmarks" / "results" / "ensc_10k.json").read_text())
+    return json.loads(result_path("ensc_10k").read_text())
 
 
 def main(argv=None):
