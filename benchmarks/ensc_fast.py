@@ -8,14 +8,15 @@ For each dataset, in a fresh process (so that the peak RSS is that run's alone):
   in a fresh temporary cache and times them (end-to-end figure);
 - ``ElasticNetSubspaceClustering(algorithm="restricted", support_size=K, gamma=200, tau=0.9, gamma_nz=True)``:
   exact top-K supports (one symmetric matmul sweep), exact restricted elastic nets (``--oracle-rounds R > 0``:
-  ``algorithm="active_set", max_rounds=R`` instead, i.e. R - 1 oracle passes over the whole dictionary that add each
-  point's violating atoms and solve again; rows certified on the way are reported), then the graph of
+  ``algorithm="active_set", max_rounds=R`` instead: R rounds, each a batch of solves followed by an oracle pass over
+  the whole dictionary whose violators join the point's support for the next round, so the last pass only counts
+  certificates; rows certified on the way are reported), then the graph of
   ``--affinity`` and spectral clustering (15 eigenvectors, k-means n_init=20); every other affinity of
   ``--also`` on the same coefficients;
 - ACC / NMI (geometric) / ARI, seconds per stage, peak RSS, and the machine's fp32 matmul GFLOP/s measured in the
   same process before and after the run (``matmul_gflops``; the product seconds x GFLOP/s is the portable figure).
 
-Records: ``benchmarks/results/ensc_fast/<dataset>_<resize>_k<K>[_cold].json``. Targets (issue 26): MNIST-full ACC
+Records: ``benchmarks/results/ensc_fast/<dataset>_<resize>_k<K>[_r<R>][_cold].json``. Targets (issue 26): MNIST-full ACC
 >= 0.975 in <= 150 s after features, Fashion-MNIST-full >= 0.65, peak RSS <= 4 GB; MNIST-test end to end <= 120 s
 at ACC >= 0.97. senet.txt Table 3 (EnSC): MNIST-full 0.980, Fashion-MNIST-full 0.672.
 
@@ -100,7 +101,8 @@ def run_dataset(name, K, resize, affinity, also, cold, rounds=0, seed=0):
         "seconds_after_features": round(t["coef"] + t["graph"] + t["spectral"], 3),
         "search": {k: info.get(k) for k in ("candidates_merged", "rows_reranked", "rows_full_float64",
                                             "products_float64")},
-        "solver_times": info.get("times"), "n_inexact": info.get("n_inexact"), "nnz_per_row": round(est.coef_.nnz / X.shape[0], 2),
+        "solver_times": info.get("times"), "n_inexact": info.get("n_inexact"),
+        "nnz_per_row": round(est.coef_.nnz / X.shape[0], 2),
         "other_affinities": {},
     }
     if not cold:
