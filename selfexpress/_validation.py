@@ -140,7 +140,7 @@ def check_distinct_points(X, n_clusters, *, name="X", normalized=False):
     how = " (after scaling rows to unit norm)" if normalized else ""
     if n_distinct < n_clusters:
         kind = "is constant (every row is the same point)" if n_distinct == 1 else f"has only {n_distinct} distinct rows"
-        one = (f" With 1 feature(s) every point scales to +1 or -1: subspace clustering needs n_features >= 2."
+        one = (" With 1 feature(s) every point scales to +1 or -1: subspace clustering needs n_features >= 2."
                if normalized and X.shape[1] == 1 else "")
         raise ValueError(
             f"{name} {kind}{how}, fewer than n_clusters={n_clusters}; identical points cannot be split into "

@@ -14,7 +14,6 @@ matrix and never densify an n x n sparse matrix.
 
 from __future__ import annotations
 
-import numbers
 
 import numpy as np
 import scipy.sparse as sp

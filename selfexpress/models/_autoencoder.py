@@ -14,7 +14,6 @@ from __future__ import annotations
 import numbers
 
 import numpy as np
-import torch
 from torch import nn
 
 from .._validation import check_positive

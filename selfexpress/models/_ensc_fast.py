@@ -73,7 +73,6 @@ def _merge(vals, idx, rows, cols, v):
 def _search_float32(X, kk, block_size, buffer_cap=4_000_000):
     """Per row the ``kk`` largest float32 ``|<x_i, x_j>|`` (j != i): (vals (N, kk) float32, idx (N, kk) int64),
     sorted by decreasing value (-1 / -1 padding when N - 1 < kk). One symmetric sweep (see the module docstring)."""
-    N = X.shape[0]
     B = int(block_size)
     nthreads = torch.get_num_threads()
     try:
