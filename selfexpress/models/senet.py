@@ -590,12 +590,18 @@ class SENet(SelfExpressiveClustering):
         """Fit and return ``labels_`` of ``X`` (``y`` ignored)."""
         return self.fit(X, callbacks=callbacks).labels_
 
+    def _used_params(self):
+        """``get_params()`` with the ``"auto"`` parameters replaced by the values this estimator uses (JSON-ready:
+        ``hidden_sizes`` as a list), for model files and checkpoint fingerprints."""
+        params = self.get_params()
+        params.update({k: list(v) if k == "hidden_sizes" else v for k, v in self._settings().items()})
+        return params
+
     def _fingerprint(self, X):
-        params = {k: v for k, v in self.get_params().items()
+        # the values this fit uses ("auto" resolved): a checkpoint resumes only a run with the same settings
+        params = {k: v for k, v in self._used_params().items()
                   if k not in ("verbose", "checkpoint_dir", "checkpoint_every", "resume", "device", "n_init",
                                "n_components", "affinity", "n_neighbors", "n_nonzero", "distributed")}
-        # the values this fit uses ("auto" resolved): a checkpoint resumes only a run with the same settings
-        params.update({k: list(v) if k == "hidden_sizes" else v for k, v in self._settings().items() if k in params})
         from ._files import data_fingerprint
 
         return {"model": MODEL_KIND, "params": params, **data_fingerprint(X)}
@@ -850,9 +856,7 @@ class SENet(SelfExpressiveClustering):
         tensors["dictionary"] = torch.tensor(self.dictionary_)
         tensors["dictionary_labels"] = torch.tensor(self.dictionary_labels_, dtype=torch.int64)
         tensors["labels"] = torch.tensor(np.asarray(self.labels_), dtype=torch.int64)
-        params = self.get_params()
-        # the values the fit used, not "auto": the file rebuilds the same network on any device
-        params.update({k: list(v) if k == "hidden_sizes" else v for k, v in self._settings().items()})
+        params = self._used_params()  # the values the fit used, not "auto": the same network on any device
         params["checkpoint_dir"] = None if params["checkpoint_dir"] is None else str(params["checkpoint_dir"])
         params["device"] = str(params["device"])  # a torch.device too; load() does not reuse it
         config = {"params": params, "recipe": getattr(self, "recipe_", None), "n_features_in": int(self.n_features_in_),
