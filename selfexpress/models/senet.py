@@ -808,7 +808,7 @@ class SENet(SelfExpressiveClustering):
         "spectral" (the paper's "SENet test") self-expresses the test set on itself, which the network never
         learned to do (its test L_rec is 10-100x the training one), and it collapses on small test sets;
         k-NN on query embeddings ignores the coefficient magnitudes. Current figures:
-        ``benchmarks/results/senet_fig2/default.json`` and ``benchmarks/results/senet_table1/legacy/default.json``.
+        ``benchmarks/results/senet_fig2/default.json`` and ``benchmarks/results/senet_table1/default.json``.
         """
         check_is_fitted(self, "dictionary_labels_")
         if rule not in ("mass", "knn", "spectral"):
