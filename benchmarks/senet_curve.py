@@ -56,6 +56,8 @@ class Curve:
         point = {"iter": int(iteration), "train_seconds": round(train_s, 2), "b": float(module.threshold.detach()),
                  "nnz_per_row": round(C.nnz / C.shape[0], 1),
                  "rec": float(logs["rec"]), "reg": float(logs["reg"])}  # batch means per point
+        if "active" in logs:  # algorithm="key_cache": share of keys the last step recomputed with grad
+            point["active"] = round(float(logs["active"]), 4)
         for graph in ("symmetric", "knn"):
             lab = spectral_clustering(affinity_from_coef(C, graph, n_neighbors=3), 10, n_components=15,
                                       random_state=self.seed)

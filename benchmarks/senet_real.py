@@ -31,7 +31,8 @@ PAPER = {  # senet.txt Tables 2 and 3 (ACC)
 def senet_params(a):
     return dict(hidden_sizes=(a.width,) * a.depth, embed_dim=a.width, gamma=a.gamma, lmbd=0.9, n_iter=a.n_iter,
                 batch_size=a.batch_size, lr=a.lr, lr_threshold=a.lr_threshold, inactive_grad=a.inactive_grad,
-                n_nonzero=a.n_nonzero, affinity=a.affinity, teacher=a.teacher, n_components=15, random_state=a.seed)
+                n_nonzero=a.n_nonzero, affinity=a.affinity, teacher=a.teacher, n_components=15, random_state=a.seed,
+                algorithm=a.algorithm, key_refresh=a.key_refresh)
 
 
 def run_full(a):
@@ -72,6 +73,8 @@ def senet_arg_parser(doc):
     p.add_argument("--n-nonzero", type=int, default=100)
     p.add_argument("--affinity", default="symmetric", choices=["symmetric", "knn"])
     p.add_argument("--teacher", default=None, choices=["ensc"], help="EnSC teacher (CPU accelerator)")
+    p.add_argument("--algorithm", default="sgd", choices=["sgd", "two_pass", "key_cache"])
+    p.add_argument("--key-refresh", type=int, default=10, help="steps between key-cache refreshes (key_cache)")
     p.add_argument("--seed", type=int, default=0)
     return p
 

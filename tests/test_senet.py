@@ -7,8 +7,8 @@ import torch
 from sklearn.exceptions import NotFittedError
 
 from selfexpress.data import make_union_of_subspaces
-from selfexpress.models.senet import (SENet, SENetModule, elastic_net_penalty, senet_backward_two_pass,
-                                      senet_loss_sgd)
+from selfexpress.models.senet import (KeyCache, SENet, SENetModule, elastic_net_penalty, senet_backward_two_pass,
+                                      senet_loss_key_cache, senet_loss_sgd)
 
 #: teacher=None: these tests are about the paper's training (Alg. 1 / 2), not the CPU "auto" default with the EnSC
 #: teacher (its own tests: test_senet_defaults.py, test_teacher_ensc_*)
@@ -68,6 +68,71 @@ def test_alg1_and_alg2_same_loss_and_gradients_float64(block, inactive_grad):
     for n in g1:
         torch.testing.assert_close(g1[n], g2[n], rtol=1e-10, atol=1e-13)
     assert g1["threshold"].abs().item() > 0  # b really gets a gradient
+
+
+@pytest.mark.parametrize("b", [-0.1, 0.0, 0.4, 0.9])
+def test_key_cache_step_equals_alg1_with_a_fresh_cache_float64(b):
+    """With exact cached keys every active atom is a candidate: loss and gradients are Alg. 1's; b = -0.1 / 0 keep
+    every atom, b = 0.9 leaves some queries with no active atom at all."""
+    torch.manual_seed(0)
+    module = SENetModule(5, (12, 12), 8).double()
+    with torch.no_grad():
+        module.threshold.fill_(b)
+    X = torch.nn.functional.normalize(torch.randn(40, 5, dtype=torch.float64), dim=1)
+    idx = torch.tensor([3, 7, 0, 39, 11, 12])
+    module.zero_grad()
+    loss1, rec1, reg1 = senet_loss_sgd(module, X, idx, 50.0, 0.9, 9)
+    loss1.backward()
+    g1 = {n: p.grad.clone() for n, p in module.named_parameters()}
+    module.zero_grad()
+    cache = KeyCache(1, 9)
+    loss2, rec2, reg2 = senet_loss_key_cache(module, X, idx, 50.0, 0.9, cache)
+    loss2.backward()
+    g2 = {n: p.grad.clone() for n, p in module.named_parameters()}
+    assert float(loss1.detach()) == pytest.approx(float(loss2.detach()), rel=1e-12)
+    assert float(rec1) == pytest.approx(float(rec2), rel=1e-12) and float(reg1) == pytest.approx(float(reg2), rel=1e-12)
+    for n in g1:
+        torch.testing.assert_close(g1[n], g2[n], rtol=1e-10, atol=1e-13)
+    if b <= 0:
+        assert cache.last == 1.0
+    else:  # the point of the cache: atoms no query can activate are skipped
+        assert 0.0 < cache.last < 1.0
+
+
+def test_key_cache_refreshes_every_k_steps_and_updates_the_candidates():
+    torch.manual_seed(1)
+    module = SENetModule(5, (12,), 8).double()
+    X = torch.nn.functional.normalize(torch.randn(30, 5, dtype=torch.float64), dim=1)
+    cache = KeyCache(3, 7)
+    idx = torch.tensor([0, 1, 2])
+    with torch.no_grad():  # b at the median of each atom's largest product: about half the atoms are candidates
+        module.threshold.fill_(float((module.query(X[idx]) @ module.key(X).T).abs().amax(0).median()))
+    senet_loss_key_cache(module, X, idx, 50.0, 0.9, cache)
+    first = cache.keys
+    with torch.no_grad():
+        for p in module.key.parameters():
+            p.add_(0.05)
+        exact = module.key(X)
+    senet_loss_key_cache(module, X, idx, 50.0, 0.9, cache)
+    assert cache.keys is first  # within refresh_every: the same cache, ...
+    changed = ~torch.isclose(cache.keys, exact).all(dim=1)
+    assert 0 < int(changed.sum()) < 30  # ... exact keys written for this step's candidates only
+    senet_loss_key_cache(module, X, idx, 50.0, 0.9, cache)
+    senet_loss_key_cache(module, X, idx, 50.0, 0.9, cache)  # 4th call: full refresh
+    torch.testing.assert_close(cache.keys, exact)
+
+
+def test_key_cache_training_follows_alg1(data):
+    X, _, _, _ = data
+    kw = {**TINY, "n_iter": 10}
+    a = SENet(3, **kw).fit(X)
+    b = SENet(3, **{**kw, "algorithm": "key_cache", "key_refresh": 2}).fit(X)
+    np.testing.assert_allclose(a.history_["train"]["loss"], b.history_["train"]["loss"], rtol=1e-3)
+    assert len(b.history_["train"]["active"]) == len(b.history_["train"]["loss"])
+    with pytest.raises(ValueError, match="inactive_grad='zero'"):
+        SENet(3, **{**kw, "algorithm": "key_cache", "inactive_grad": "kkt"}).fit(X)
+    with pytest.raises(ValueError, match="key_refresh"):
+        SENet(3, **{**kw, "algorithm": "key_cache", "key_refresh": 0}).fit(X)
 
 
 def test_kkt_gradient_of_zeroed_coefficients():

@@ -226,6 +226,74 @@ def senet_backward_two_pass(module, X, idx, gamma, lmbd, block_size, inactive_gr
     return loss, rec_loss, reg
 
 
+class KeyCache:
+    """Key embeddings of the whole dictionary, computed without grad, for :func:`senet_loss_key_cache`.
+
+    ``refresh_every`` steps all N keys are recomputed (forward only, in blocks); in between, the keys of the atoms a
+    step activates are overwritten with the exact keys that step computed, so only atoms that stayed inactive are
+    stale. ``active_fraction`` is the running mean of the share of atoms each step recomputed with grad.
+    """
+
+    def __init__(self, refresh_every, block_size):
+        self.refresh_every, self.block_size = int(refresh_every), int(block_size)
+        self.keys = None
+        self.age = 0
+        self.steps, self.active_sum, self.last = 0, 0.0, 1.0
+
+    def keys_for(self, module, X):
+        if self.keys is None or self.age >= self.refresh_every:
+            with torch.no_grad():
+                self.keys = torch.cat([module.key(X[c0:c0 + self.block_size])
+                                       for c0 in range(0, X.shape[0], self.block_size)])
+            self.age = 0
+        self.age += 1
+        return self.keys
+
+    @property
+    def active_fraction(self):
+        return self.active_sum / max(self.steps, 1)
+
+
+#: candidates of a key-cache step: atoms whose cached product with some query of the batch exceeds
+#: ``(1 - margin) * b`` in magnitude; the margin absorbs how far a stale key may move between refreshes
+KEY_CACHE_MARGIN = 0.2
+
+
+def senet_loss_key_cache(module, X, idx, gamma, lmbd, cache):
+    """Alg. 1 with a key cache: the loss of :func:`senet_loss_sgd`, with keys recomputed (with grad) only for the
+    atoms the batch can activate.
+
+    The soft threshold gives an atom ``j`` with ``|q_i . k_j| <= b`` for every query ``i`` of the batch neither a
+    coefficient nor a gradient, so its key need not be computed. Candidates are found from cached keys
+    (:class:`KeyCache`) with a margin, then the step is exact on them: coefficients, loss and gradients equal
+    Alg. 1's whenever every atom that is active under the exact keys is a candidate (always the case while
+    ``b <= 0``, and with a fresh cache). Cost per step: the key net on the candidates instead of all N atoms, plus
+    one ``m x N`` product with the cache. ``inactive_grad="kkt"`` is not supported (zeroed pairs get gradients).
+    Returns ``(loss, rec, reg)`` as :func:`senet_loss_sgd`.
+    """
+    xb = X[idx]
+    m = xb.shape[0]
+    q = module.query(xb)
+    keys = cache.keys_for(module, X)
+    with torch.no_grad():
+        b = float(module.threshold.detach())
+        u = (q.detach() @ keys.T).abs().amax(dim=0)
+        cand = torch.nonzero(u > (1.0 - KEY_CACHE_MARGIN) * b).squeeze(1) if b > 0 else \
+            torch.arange(X.shape[0], device=X.device)
+    cache.last = cand.numel() / X.shape[0]
+    cache.steps += 1
+    cache.active_sum += cache.last
+    xk = X[cand]
+    k = module.key(xk)
+    with torch.no_grad():
+        keys[cand] = k.detach()
+    c = module.coef(q, k).masked_fill(idx[:, None] == cand[None, :], 0.0)
+    rec_loss = ((xb - c @ xk) ** 2).sum()
+    reg = elastic_net_penalty(c, lmbd)
+    loss = (0.5 * gamma * rec_loss + reg) / m
+    return loss, rec_loss.detach(), reg.detach()
+
+
 def senet_loss_distill(module, X, idx, teacher, weight, n_sampled, gamma, lmbd, generator):
     """Teacher-guided SENet step (CPU accelerator, ``teacher="ensc"``): not in senet.txt.
 
@@ -303,8 +371,15 @@ class SENet(SelfExpressiveClustering):
         Queries per iteration; an epoch is ``N // batch_size`` iterations.
     block_size : int, default 1000
         Dictionary atoms per column block, in training (both algorithms) and inference.
-    algorithm : {"sgd", "two_pass"}, default "sgd"
-        Alg. 1 (fastest, memory linear in N) or Alg. 2 (same gradients, memory independent of N).
+    algorithm : {"sgd", "two_pass", "key_cache"}, default "sgd"
+        Alg. 1 (memory linear in N) or Alg. 2 (same gradients, memory independent of N), or Alg. 1 with a key
+        cache (:func:`senet_loss_key_cache`): keys of all atoms are kept without grad and refreshed every
+        ``key_refresh`` steps; each step recomputes with grad only the keys of the atoms the batch can activate
+        (cached product above ``0.8 b``), since the soft threshold gives the others no gradient. Same model and
+        loss; the step is exact whenever no atom outside the candidates is active, and cheaper by the share of
+        atoms the batch leaves inactive.
+    key_refresh : int, default 10
+        Steps between full refreshes of the key cache (``algorithm="key_cache"`` only).
     lr : float, default 1e-3
         Adam learning rate, cosine-annealed per epoch to 0.
     lr_threshold : float, None or "auto", default "auto"
@@ -384,7 +459,8 @@ class SENet(SelfExpressiveClustering):
     train_indices_ : ndarray or None, the rows of ``X`` the networks train on (the dictionary); None: all of ``X``.
         Set when training starts, so a :meth:`fit` callback can read it.
     coef_, affinity_, labels_, timings_ : as in the base class
-    history_ : ``{"train": {"iter", "loss", "rec", "reg", "b", "lr"}}``, the training loss (``rec``/``reg``/``loss``
+    history_ : ``{"train": {"iter", "loss", "rec", "reg", "b", "lr"}}`` (plus ``"active"``, the share of keys
+        recomputed with grad, with ``algorithm="key_cache"``), the training loss (``rec``/``reg``/``loss``
         are per-point batch means); plus ``"eval"`` with what :meth:`fit` callbacks returned, if any. Learning
         curves against true labels are the benchmark harness's (``benchmarks/_monitor.py``), not the estimator's.
     """
@@ -411,7 +487,7 @@ class SENet(SelfExpressiveClustering):
                          n_train=None, teacher=None, lr_threshold=None)
 
     def __init__(self, n_clusters=8, *, hidden_sizes="auto", embed_dim="auto", gamma=200.0, lmbd=0.9,
-                 n_iter="auto", batch_size=100, block_size=1000, algorithm="sgd", lr=1e-3, lr_threshold="auto",
+                 n_iter="auto", batch_size=100, block_size=1000, algorithm="sgd", key_refresh=10, lr=1e-3, lr_threshold="auto",
                  grad_clip=0.001, n_neighbors=3, affinity="auto", n_components=None, n_init=20, n_nonzero="auto",
                  normalize=True, n_train="auto", teacher="auto", teacher_weight=3000.0, n_sampled_atoms=1000,
                  inactive_grad="zero", random_state=None, device="auto",
@@ -436,8 +512,12 @@ class SENet(SelfExpressiveClustering):
             check_positive(self.n_iter, "n_iter", integer=True)
         check_positive(self.batch_size, "batch_size", integer=True)
         check_positive(self.block_size, "block_size", integer=True)
-        if self.algorithm not in ("sgd", "two_pass"):
-            raise ValueError(f"algorithm must be 'sgd' or 'two_pass', got {self.algorithm!r}")
+        if self.algorithm not in ("sgd", "two_pass", "key_cache"):
+            raise ValueError(f"algorithm must be 'sgd', 'two_pass' or 'key_cache', got {self.algorithm!r}")
+        check_positive(self.key_refresh, "key_refresh", integer=True)
+        if self.algorithm == "key_cache" and self.inactive_grad != "zero":
+            raise ValueError("algorithm='key_cache' needs inactive_grad='zero': with 'kkt' every zeroed pair gets a "
+                             "gradient, so no key may be skipped; use algorithm='sgd' with inactive_grad='kkt'")
         check_positive(self.lr, "lr")
         if self.lr_threshold is not None and not _is_auto(self.lr_threshold):
             check_positive(self.lr_threshold, "lr_threshold")
@@ -537,7 +617,7 @@ class SENet(SelfExpressiveClustering):
         per_atom = 8 * (D + 2 * sum(hs) + 2 * p)  # activations kept for backward + their gradients
         out = []
         if s["teacher"] is None:
-            cols = n_tr if self.algorithm == "sgd" else min(int(self.block_size), n_tr)
+            cols = n_tr if self.algorithm in ("sgd", "key_cache") else min(int(self.block_size), n_tr)
             hint = ("use algorithm='two_pass' (memory independent of n_samples), lower batch_size, or train on a "
                     "subset with n_train" if self.algorithm == "sgd" else "lower block_size or batch_size")
             out.append((16 * n_params + cols * per_atom + 20 * m * cols + 4 * n_tr * D,
@@ -628,6 +708,7 @@ class SENet(SelfExpressiveClustering):
         module = self.module_
         step = senet_loss_sgd if self.algorithm == "sgd" else senet_backward_two_pass
         inactive_grad = self.inactive_grad
+        key_cache = KeyCache(self.key_refresh, bs) if self.algorithm == "key_cache" else None
 
         teacher_coef = None
         if settings["teacher"] == "ensc":
@@ -647,10 +728,15 @@ class SENet(SelfExpressiveClustering):
             idx = idx.to(Xt.device)
             if teacher_coef is not None:
                 loss, rec, reg = senet_loss_distill(module, Xt, idx, teacher_coef, tw, n_sampled, gamma, lmbd, gen)
+            elif key_cache is not None:
+                loss, rec, reg = senet_loss_key_cache(module, Xt, idx, gamma, lmbd, key_cache)
             else:
                 loss, rec, reg = step(module, Xt, idx, gamma, lmbd, bs, inactive_grad)
             m = idx.shape[0]
-            return loss, {"rec": float(rec) / m, "reg": float(reg) / m, "b": float(module.threshold.detach())}
+            logs = {"rec": float(rec) / m, "reg": float(reg) / m, "b": float(module.threshold.detach())}
+            if key_cache is not None:
+                logs["active"] = key_cache.last  # share of atoms whose keys this step recomputed with grad
+            return loss, logs
 
         callbacks = list(getattr(self, "_user_callbacks", ()))
         lr_threshold, n_iter = settings["lr_threshold"], int(settings["n_iter"])
