@@ -23,6 +23,10 @@ Each stage writes ``<results-dir>/[<tag>_]<stage>[_smoke].json`` (by default
 NMI / ARI, wall time per part, peak GPU memory (torch.cuda.max_memory_allocated; None on the CPU), the device and
 its name, TF32, torch / CUDA versions, the schedule that ran and the paper's figures, machine and commit.
 
+``--autocast bf16`` (or ``SELFEXPRESS_AUTOCAST=bf16``): the deep models' networks under bf16 autocast (NCSC and
+the energy model here; SENet and EnSC stay float32, see selfexpress/_device.py); the records then get the tag
+``bf16`` unless ``--tag`` names another, so they do not overwrite the float32 ones, and say ``"autocast"``.
+
 ``--smoke``: the same code paths at tiny sizes (a few hundred MNIST images, or random images when the data are
 absent; nets of width 16; a few iterations), so that the first real GPU run does not fail on a typo. It runs in
 the test suite on the CPU.
@@ -106,7 +110,7 @@ class Record:
     def __init__(self, a, stage, dev):
         import torch
 
-        from selfexpress._device import device_name, tf32_enabled
+        from selfexpress._device import autocast_dtype, device_name, tf32_enabled
 
         self.path = record_path(a, stage)
         self.dev = dev
@@ -115,6 +119,7 @@ class Record:
             "benchmark": "device_check", "stage": stage, "status": "running", "smoke": bool(a.smoke),
             "device": str(dev), "device_name": device_name(dev),
             "tf32": bool(dev.type == "cuda" and torch.backends.cuda.matmul.allow_tf32), "tf32_env": tf32_enabled(),
+            "autocast": ("bf16" if stage in AUTOCAST_STAGES and autocast_dtype(dev) is not None else "off"),
             "torch": torch.__version__, "cuda": torch.version.cuda, "paper": PAPER[stage],
             "stage_seconds": {}, "machine": machine(), "commit": commit(),
             "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -309,7 +314,11 @@ def parse_args(argv=None):
     p.add_argument("--cache-dir", default=None, help="feature cache (default: benchmarks' cache; smoke: none)")
     p.add_argument("--results-dir", default=str(RESULTS / "device_check"),
                    help="where the records go (default: benchmarks/results/device_check)")
-    p.add_argument("--tag", default="", help="prefix of the record names (<tag>_<stage>.json; default none)")
+    p.add_argument("--tag", default="", help="prefix of the record names (<tag>_<stage>.json; default none, "
+                                              "'bf16' under --autocast bf16)")
+    p.add_argument("--autocast", default=None, choices=["off", "bf16"],
+                   help="bf16 autocast of the deep models' networks (NCSC, energy); default: $SELFEXPRESS_AUTOCAST, "
+                        "else off")
     p.add_argument("--senet-budget", type=float, default=60.0, help="seconds of SENet training (default 60)")
     p.add_argument("--ncsc-epochs-ae", type=int, default=15)
     p.add_argument("--ncsc-epochs", type=int, default=8)
@@ -323,17 +332,27 @@ def parse_args(argv=None):
     return a
 
 
+#: the stages whose models use the autocast switch (SENet and EnSC stay in float32)
+AUTOCAST_STAGES = ("ncsc", "energy")
+
+
 def main(argv=None):
     import torch
 
-    from selfexpress._device import configure_tf32, resolve_device
+    from selfexpress._device import autocast_mode, configure_tf32, resolve_device
 
     a = parse_args(argv)
+    if a.autocast is not None:  # the models read the switch from the environment
+        os.environ["SELFEXPRESS_AUTOCAST"] = a.autocast
+    autocast = autocast_mode()  # ValueError naming the allowed values for a bad $SELFEXPRESS_AUTOCAST
+    if autocast == "bf16" and not a.tag:
+        a.tag = "bf16"
     if a.threads or a.smoke:
         torch.set_num_threads(a.threads or 1)
     dev = resolve_device(a.device)  # ValueError for cuda without CUDA: one line, before any work
     tf32 = configure_tf32(device=dev)
     print(f"[device_check] torch {torch.__version__} (CUDA {torch.version.cuda}), device {dev}, TF32 {tf32}, "
+          f"autocast {autocast} ({', '.join(AUTOCAST_STAGES)}), "
           f"{'smoke' if a.smoke else 'full'} run", flush=True)
     failed = []
     for stage in (STAGES if a.stage == "all" else (a.stage,)):

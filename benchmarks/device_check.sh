@@ -13,7 +13,9 @@
 # (SENet's training budget, the epochs) are first guesses for one H100/H200-class GPU: a stage that hits its limit
 # says so here and in its record; shrink it with the options of device_check.py (--senet-budget, --ncsc-epochs...).
 # Python: $PYTHON, else .venv/bin/python, else python3 (it needs a CUDA build of torch for the GPU; README "GPU").
-# SELFEXPRESS_TF32=0 keeps full float32 matmuls on the GPU. DEVICE_CHECK_STAGES="senet ncsc" runs only those stages.
+# SELFEXPRESS_TF32=0 keeps full float32 matmuls on the GPU; --autocast bf16 (or SELFEXPRESS_AUTOCAST=bf16) runs the
+# NCSC and energy networks under bf16 autocast (records tagged bf16_*).
+# DEVICE_CHECK_STAGES="senet ncsc" runs only those stages.
 set -u
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-}"

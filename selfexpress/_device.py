@@ -15,13 +15,28 @@ Anything else is a ``ValueError`` that lists the choices. Resolution is cheap (n
 TF32: :func:`configure_tf32` lets float32 matmuls and convolutions on CUDA use TF32 tensor cores (about 10 bits
 of mantissa in the products, float32 accumulation; what the papers' PyTorch versions did by default on Ampere).
 ``SELFEXPRESS_TF32=0`` (or ``configure_tf32(False)``) keeps full float32. It changes nothing on the CPU.
+
+bf16 autocast (mixed precision): ``SELFEXPRESS_AUTOCAST=bf16`` (default ``off``; see :func:`autocast_mode`) runs
+the *networks* of the deep models (the convolutional auto-encoders of NCSC, SSCN and DSC-Net, NCSC's classifier
+head, the energy model's backbone, projection heads and contrastive loss) under
+``torch.autocast(dtype=torch.bfloat16)``, in training (:class:`selfexpress.train.Trainer` with ``autocast=``) and in
+their blockwise inference (:func:`autocast_context`). Their self-expression stays in float32
+(:func:`float32_region`): the coefficients and the products with them (NCSC's closed-form ``C``, SSCN's
+``Q = H H^T``, DSC-Net's ``C Z``, the energy network's coefficients), the residuals ``Z - C Z``, and whatever is
+compared with a threshold (NCSC's affinities against ``u`` / ``l``, the top-k and mass thresholds of the
+post-processing). SENet (soft-thresholded query-key products) and EnSC (elastic-net solves, optimality
+certificates) never use it. Default off: bf16 keeps 8 bits of mantissa, so results move away from the float32
+runs that the papers' figures and our records come from; turn it on for speed on a GPU.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import warnings
 
-__all__ = ["resolve_device", "device_property", "configure_tf32", "tf32_enabled", "device_name", "CUDA_HINT"]
+__all__ = ["resolve_device", "device_property", "configure_tf32", "tf32_enabled", "device_name", "CUDA_HINT",
+           "AUTOCAST_MODES", "autocast_mode", "autocast_dtype", "autocast_context", "float32_region", "as_float32"]
 
 #: the fix named by every "no CUDA" error (the README's GPU section gives the exact command)
 CUDA_HINT = ("install a CUDA build of torch (e.g. pip install torch==2.13.0 --index-url "
@@ -109,3 +124,92 @@ def device_name(device="auto") -> str:
     if dev.type == "cuda":
         return f"{dev} ({torch.cuda.get_device_name(dev)})"
     return f"{dev} ({platform.processor() or platform.machine()})"
+
+
+# ----------------------------------------------------------------------------------------------- bf16 autocast
+#: the values of ``SELFEXPRESS_AUTOCAST`` and of the ``autocast`` argument of the Trainer
+AUTOCAST_MODES = ("off", "bf16")
+_AUTOCAST_ALIASES = {"off": "off", "0": "off", "false": "off", "no": "off", "none": "off", "fp32": "off",
+                     "float32": "off", "bf16": "bf16", "bfloat16": "bf16"}
+
+
+def autocast_mode(mode=None) -> str:
+    """``"off"`` or ``"bf16"``: ``mode``, or the environment variable ``SELFEXPRESS_AUTOCAST`` when ``mode`` is None
+    (unset or empty: ``"off"``, the default).
+
+    Accepts ``off`` / ``bf16`` (and the spellings ``0``, ``false``, ``no``, ``none``, ``fp32``, ``float32``,
+    ``bfloat16``; any case), False (off) and ``torch.bfloat16``. Anything else is a ``ValueError``
+    naming the allowed values.
+    """
+    source = "autocast"
+    if mode is None:
+        mode = os.environ.get("SELFEXPRESS_AUTOCAST", "").strip() or "off"
+        source = "SELFEXPRESS_AUTOCAST"
+    if mode is False:
+        return "off"
+    if not isinstance(mode, str):
+        import torch
+
+        if mode is torch.bfloat16:
+            return "bf16"
+        raise ValueError(f"{source} must be one of {', '.join(repr(m) for m in AUTOCAST_MODES)} (or torch.bfloat16), "
+                         f"got {mode!r}")
+    key = mode.strip().lower()
+    if key not in _AUTOCAST_ALIASES:
+        raise ValueError(f"{source} must be one of {', '.join(repr(m) for m in AUTOCAST_MODES)}, got {mode!r}")
+    return _AUTOCAST_ALIASES[key]
+
+
+def autocast_dtype(device, mode=None):
+    """The autocast dtype for ``device`` (a device or its type) under ``mode`` (None: the environment): None when
+    off, on a device other than CPU / CUDA (``meta``), or on a GPU without bf16 (pre-Ampere; a warning says that it
+    runs in float32); else ``torch.bfloat16``. The mode is validated even where it does not apply."""
+    import torch
+
+    mode = autocast_mode(mode)
+    kind = device if isinstance(device, str) else getattr(device, "type", str(device))
+    kind = kind.split(":")[0]
+    if mode == "off" or kind not in ("cpu", "cuda"):
+        return None
+    if kind == "cuda" and not torch.cuda.is_bf16_supported():
+        warnings.warn("bf16 autocast was asked for but this GPU has no bf16 support: running in float32",
+                      RuntimeWarning, stacklevel=2)
+        return None
+    return torch.bfloat16
+
+
+def autocast_context(device, mode=None):
+    """``torch.autocast(device.type, dtype=torch.bfloat16)`` when :func:`autocast_dtype` says so, else a no-op
+    context (then nothing changes, to the bit). For the networks' forward passes only; see the module docstring."""
+    import torch
+
+    dtype = autocast_dtype(device, mode)
+    if dtype is None:
+        return contextlib.nullcontext()
+    kind = device if isinstance(device, str) else device.type
+    return torch.autocast(device_type=kind.split(":")[0], dtype=dtype)
+
+
+def float32_region(tensor):
+    """A context in which autocast is off on ``tensor``'s device, when it is on there (else a no-op context).
+
+    For the parts of a loss that must stay in float32 under bf16 autocast (self-expressive coefficients and
+    residuals, anything compared with a threshold): cast the network outputs that enter it with
+    :func:`as_float32`. With autocast off nothing changes, to the bit.
+    """
+    import torch
+
+    kind = tensor.device.type
+    if kind in ("cpu", "cuda") and torch.is_autocast_enabled(kind):
+        return torch.autocast(device_type=kind, enabled=False)
+    return contextlib.nullcontext()
+
+
+def as_float32(*tensors):
+    """The tensors in float32 where they are half / bf16 (autocast outputs); others (float32, float64) unchanged
+    (the same objects). One tensor in, one out; several in, a tuple out."""
+    import torch
+
+    out = tuple(t.float() if isinstance(t, torch.Tensor) and t.dtype in (torch.bfloat16, torch.float16) else t
+                for t in tensors)
+    return out[0] if len(out) == 1 else out

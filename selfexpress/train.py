@@ -54,6 +54,7 @@ import numpy as np
 import torch
 
 from . import distributed as _dist_helpers
+from ._device import autocast_dtype, autocast_mode
 from ._validation import check_positive, check_random_state_int
 from .io import atomic_write_json, load_model_file, save_model_file
 
@@ -130,6 +131,16 @@ class Trainer:
         initialised group (``ValueError`` otherwise). Needs ``batch_size >= world_size``, the same data,
         ``fingerprint`` and configuration on every rank (checked at the start), and a ``loss_fn`` whose loss
         and logs are means over the batch rows.
+    autocast : {"off", "bf16", "env"}, default "off"
+        Mixed precision: "bf16" calls ``loss_fn`` under ``torch.autocast(dtype=torch.bfloat16)`` on the module's
+        device (CPU or CUDA; the backward pass runs outside it, as torch recommends; no gradient scaler is needed
+        for bf16); "env" takes the mode from ``SELFEXPRESS_AUTOCAST`` (:func:`selfexpress._device.autocast_mode`;
+        an invalid value is a ``ValueError`` naming the allowed ones). The default keeps full precision, so a model
+        opts in where its loss is safe in bf16 (the deep models' networks, with their self-expression kept in
+        float32 by :func:`selfexpress._device.float32_region`). SENet does not opt in: its soft-thresholded
+        query-key products decide which coefficients are exactly zero, and bf16's 8-bit mantissa would move
+        entries across the threshold. ``autocast_dtype`` is the dtype in use (None: full precision; also on the
+        meta device and on a GPU without bf16).
 
     After :meth:`run`, ``history`` holds ``{"train": {"iter": [...], "loss": [...], "lr": [...], <logs>},
     "eval": {"iter": [...], <callback values>}}`` and ``iteration`` the number of steps done.
@@ -139,7 +150,7 @@ class Trainer:
     def __init__(self, module, loss_fn, n_samples, *, n_iter, batch_size, lr=1e-3, param_lrs=None, lr_min=0.0,
                  schedule="cosine", grad_clip=None, random_state=None, verbose=False, callbacks=(), log_every=1,
                  checkpoint_dir=None, checkpoint_every=None, resume=False, fingerprint=None, keep_checkpoints=2,
-                 desc="train", optimizer=None, steps_per_batch=1, distributed=False):
+                 desc="train", optimizer=None, steps_per_batch=1, distributed=False, autocast="off"):
         if not isinstance(module, torch.nn.Module):
             raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
         if not callable(loss_fn):
@@ -205,6 +216,13 @@ class Trainer:
         if self.batch_size < self.world_size:
             raise ValueError(f"batch_size={self.batch_size} is smaller than the number of processes "
                              f"({self.world_size}): every rank needs at least one row of each batch")
+
+        if isinstance(autocast, str) and autocast.strip().lower() == "env":
+            autocast = None  # autocast_mode(None): from SELFEXPRESS_AUTOCAST
+        first = next(iter(module.parameters()), None)
+        self._device_type = "cpu" if first is None else first.device.type
+        self.autocast_dtype = autocast_dtype(self._device_type, autocast_mode(autocast))
+        self.autocast = "off" if self.autocast_dtype is None else "bf16"
 
         self.generator = torch.Generator().manual_seed(self.seed)
         self.iteration = 0
@@ -324,7 +342,11 @@ class Trainer:
             while self.iteration < self.n_iter:
                 idx, weight = self._shard(self._batch())
                 self.optimizer.zero_grad(set_to_none=True)
-                out = self.loss_fn(idx)
+                if self.autocast_dtype is None:
+                    out = self.loss_fn(idx)
+                else:  # the forward pass and the loss under autocast; backward outside it (torch's advice)
+                    with torch.autocast(device_type=self._device_type, dtype=self.autocast_dtype):
+                        out = self.loss_fn(idx)
                 loss, logs = (out if isinstance(out, tuple) else (out, {}))
                 if isinstance(loss, torch.Tensor) and loss.requires_grad:
                     loss.backward()

@@ -142,10 +142,12 @@ def reconstruction_loss(x, x_out):
 
 
 def pretrain_autoencoder(ae, X, *, n_epochs, batch_size, lr, random_state, verbose=False, checkpoint_dir=None,
-                         resume=False, fingerprint=None):
+                         resume=False, fingerprint=None, autocast="off"):
     """Pre-train ``ae`` on the reconstruction loss alone (Adam, constant ``lr``) with the shared Trainer.
 
-    ``X`` is a float32 tensor (n, D). Returns the trainer (``history`` holds the loss per step).
+    ``X`` is a float32 tensor (n, D). ``autocast``: the Trainer's (the whole loss is the auto-encoder's forward
+    pass and a squared error summed in float32, so bf16 is safe here). Returns the trainer (``history`` holds the
+    loss per step).
     """
     from ..train import Trainer
 
@@ -159,13 +161,14 @@ def pretrain_autoencoder(ae, X, *, n_epochs, batch_size, lr, random_state, verbo
 
     trainer = Trainer(ae, loss_fn, n, n_iter=int(n_epochs) * max(1, n // bs), batch_size=bs, lr=float(lr),
                       schedule="constant", random_state=random_state, verbose=verbose, checkpoint_dir=checkpoint_dir,
-                      resume=resume, fingerprint=fingerprint, desc="AE pretraining")
+                      resume=resume, fingerprint=fingerprint, desc="AE pretraining",
+                      autocast=autocast)
     trainer.run()
     return trainer
 
 
 def load_or_pretrain(ae, X, *, pretrained=None, n_epochs, batch_size, lr, random_state, verbose=False,
-                     checkpoint_dir=None, resume=False, fingerprint=None):
+                     checkpoint_dir=None, resume=False, fingerprint=None, autocast="off"):
     """Load ``pretrained`` (a ``state_dict``) into ``ae``, or pre-train it for ``n_epochs`` (if > 0).
 
     Returns the pretraining history (None when nothing was trained); ``ValueError`` when ``pretrained`` does
@@ -181,5 +184,5 @@ def load_or_pretrain(ae, X, *, pretrained=None, n_epochs, batch_size, lr, random
         return None
     tr = pretrain_autoencoder(ae, X, n_epochs=int(n_epochs), batch_size=int(batch_size), lr=float(lr),
                               random_state=random_state, verbose=verbose, checkpoint_dir=checkpoint_dir,
-                              resume=resume, fingerprint=fingerprint)
+                              resume=resume, fingerprint=fingerprint, autocast=autocast)
     return tr.history

@@ -283,7 +283,8 @@ class AutoEncoderClustering(TorchClustering):
                                     batch_size=self.batch_size_ae, lr=self.lr_ae, random_state=seed,
                                     verbose=self.verbose, checkpoint_dir=None if ckpt is None else Path(ckpt) / "ae",
                                     resume=getattr(self, "resume", False),
-                                    fingerprint=None if ckpt is None else self._fingerprint(X, "ae"))
+                                    fingerprint=None if ckpt is None else self._fingerprint(X, "ae"),
+                                    autocast="env")
             if hist is not None:
                 self.history_["ae"] = hist
         self.pretrained_autoencoder_ = {k: v.detach().cpu().clone() for k, v in ae.state_dict().items()}

@@ -25,7 +25,7 @@ import time
 import torch
 from torch import nn
 
-from .._device import device_property
+from .._device import as_float32, device_property, float32_region
 from ._autoencoder import reconstruction_loss
 from ._deep import AutoEncoderClustering, DSCPostprocessing
 from .base import store_params
@@ -135,10 +135,14 @@ class DSCNet(DSCPostprocessing, AutoEncoderClustering):
 
         def loss_fn(idx):  # full batch: the batch is all of X (its order is irrelevant to the loss)
             Z = ae.encode(Xt)
-            Zse = module.C @ Z
-            reg = torch.linalg.vector_norm(module.C) ** 2
-            ssc = 0.5 * ((Z - Zse) ** 2).sum()
-            loss = lg * reg + ls * ssc
+            # under bf16 autocast only the encoder / decoder run in bf16: C (the result) and the residual Z - C Z
+            # (a small difference of large terms) stay in float32
+            with float32_region(Z):
+                Z = as_float32(Z)
+                Zse = module.C @ Z
+                reg = torch.linalg.vector_norm(module.C) ** 2
+                ssc = 0.5 * ((Z - Zse) ** 2).sum()
+                loss = lg * reg + ls * ssc
             logs = {"reg": float(reg.detach()), "ssc": float(ssc.detach())}
             if decode:
                 rec = reconstruction_loss(Xt, ae.decode(Zse))
@@ -148,7 +152,8 @@ class DSCNet(DSCPostprocessing, AutoEncoderClustering):
 
         if int(self.n_epochs) > 0:
             tr = Trainer(module, loss_fn, n, n_iter=int(self.n_epochs), batch_size=n, lr=float(self.lr),
-                         schedule="constant", random_state=seed + 1, verbose=self.verbose, desc="DSC-Net")
+                         schedule="constant", random_state=seed + 1, verbose=self.verbose, desc="DSC-Net",
+                         autocast="env")
             tr.run()
             self.history_["train"] = tr.history
         module.eval()

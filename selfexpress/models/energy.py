@@ -50,7 +50,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._device import device_property
+from .._device import as_float32, autocast_context, device_property, float32_region
 from .._memory import check_allocation
 from .._validation import check_is_fitted, check_positive, fit_seed
 from ..data.augment import Augment
@@ -535,7 +535,13 @@ class EnergySubspaceClustering(EmbeddingTransformerMixin, TorchClustering):
 
     # ------------------------------------------------------------------ training
     def _loss_fn(self, module, images, aug, joint):
-        """The Trainer's ``loss_fn`` for stage 1 (``joint=False``) or stage 2."""
+        """The Trainer's ``loss_fn`` for stage 1 (``joint=False``) or stage 2.
+
+        Under bf16 autocast (``SELFEXPRESS_AUTOCAST=bf16``) the encoders, the predictor and InfoNCE's logits run
+        in bf16 (its cross-entropy in float32, by autocast itself; SimSiam's cosines in float32, explicitly); the
+        energy network, the coefficients ``c = softmax(-beta e)`` (which the top-k of inference selects from) and
+        the self-expression residual ``z - c Z`` stay in float32 (``float32_region``).
+        """
         tau = float(self.temperature)
         m = float(self.momentum)
         splits = int(self.bn_splits)
@@ -564,23 +570,26 @@ class EnergySubspaceClustering(EmbeddingTransformerMixin, TorchClustering):
                 pa = _split_forward(module.encoder_q, xa, splits)
                 pb = _split_forward(module.encoder_q, xb, splits)
                 qa, qb = module.predictor(pa), module.predictor(pb)
+                qa, qb, pa, pb = as_float32(qa, qb, pa, pb)  # the cosines in float32 (CPU autocast would not)
                 loss_c = -0.5 * (F.cosine_similarity(qa, pb.detach()).mean()
                                  + F.cosine_similarity(qb, pa.detach()).mean())
                 za, zb = F.normalize(pa, dim=1), F.normalize(pb.detach(), dim=1)
             with torch.no_grad():
-                module.bank[idx] = zb.detach()  # Alg. 2 step 11: Z^B[i] = z_i^B
+                module.bank[idx] = zb.detach().to(module.bank.dtype)  # Alg. 2 step 11: Z^B[i] = z_i^B
             logs["contrastive"] = float(loss_c.detach())
             if not joint:
                 return loss_c, logs
             cols = torch.randperm(n)[:n_dict].to(self._device)
             Zd = module.bank[cols]
-            e = module.energy.pairwise(za, Zd)
-            pos_of_self = torch.where(cols[None, :] == idx[:, None])  # c_ii = 0
-            excl = torch.full((x.shape[0],), -1, dtype=torch.long, device=self._device)
-            excl[pos_of_self[0]] = pos_of_self[1]
-            c = coefficients_from_energy(e, beta, excl)
-            rec = ((za - c @ Zd) ** 2).sum(1).mean()
-            reg = (c * c).sum(1).mean()
+            with float32_region(za):  # no-ops without autocast
+                za = as_float32(za)
+                e = module.energy.pairwise(za, Zd)
+                pos_of_self = torch.where(cols[None, :] == idx[:, None])  # c_ii = 0
+                excl = torch.full((x.shape[0],), -1, dtype=torch.long, device=self._device)
+                excl[pos_of_self[0]] = pos_of_self[1]
+                c = coefficients_from_energy(e, beta, excl)
+                rec = ((za - c @ Zd) ** 2).sum(1).mean()
+                reg = (c * c).sum(1).mean()
             logs.update(rec=float(rec.detach()), reg=float(reg.detach()))
             return loss_c + lam1 * rec + lam2 * reg, logs
 
@@ -662,7 +671,7 @@ class EnergySubspaceClustering(EmbeddingTransformerMixin, TorchClustering):
                              batch_size=bs, lr=float(lr), param_lrs=plr, schedule="cosine", random_state=seed + off,
                              verbose=self.verbose, log_every=max(1, ipe // 4), optimizer=adamw,
                              checkpoint_dir=None if ckpt is None else ckpt / stage, resume=self.resume,
-                             fingerprint=self._fingerprint(X, stage), desc=f"energy {stage}")
+                             fingerprint=self._fingerprint(X, stage), desc=f"energy {stage}", autocast="env")
                 tr.run()
                 self.history_[stage] = tr.history
             if stage == "pretrain":
@@ -697,7 +706,11 @@ class EnergySubspaceClustering(EmbeddingTransformerMixin, TorchClustering):
     def _encode(self, images, encoder):
         encoder.eval()
         b = max(int(self.block_size), 1)
-        out = [F.normalize(encoder(images[r0:r0 + b]), dim=1) for r0 in range(0, images.shape[0], b)]
+        out = []
+        for r0 in range(0, images.shape[0], b):
+            with autocast_context(self._device):  # the encoder in bf16 when SELFEXPRESS_AUTOCAST=bf16
+                z = encoder(images[r0:r0 + b])
+            out.append(F.normalize(as_float32(z), dim=1))
         return torch.cat(out).cpu()
 
     @torch.no_grad()

@@ -60,7 +60,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._device import device_property
+from .._device import as_float32, autocast_context, device_property, float32_region
 from .._validation import check_fraction, check_is_fitted, check_n_features, check_positive, fit_seed
 from ._autoencoder import reconstruction_loss
 from ._deep import AutoEncoderClustering, EmbeddingTransformerMixin
@@ -215,7 +215,13 @@ def balance_penalty(logits, kind="entropy"):
 def ncsc_batch_loss(module, xb, *, lambda1, lambda_cl, u, l, alpha, beta, lambda_balance=0.0, normalize=True,
                     decode=True, balance="entropy"):
     """Eq. (8) on one mini-batch; returns ``(loss, logs)`` (logs: floats, the parts and the pair counts; ``se`` is
-    nan where it is not computed: fixed encoder and no decoder, so it has no gradient)."""
+    nan where it is not computed: fixed encoder and no decoder, so it has no gradient).
+
+    Under bf16 autocast (``SELFEXPRESS_AUTOCAST=bf16``, through the Trainer) only the networks run in bf16 (encoder,
+    decoder, classifier head); the closed-form ``C`` (``I - diag(M)^{-1} M`` with ``M`` close to ``I/2``: bf16's
+    8-bit mantissa would cancel it away), the self-expression ``C Z`` and its residual, the affinities and the
+    collaborative loss (``A_s > u``, ``A_c < l``: threshold comparisons) stay in float32 (``float32_region``).
+    """
     ae = module.autoencoder
     Z = ae.encode(xb)
     B = Z.shape[0]
@@ -223,26 +229,30 @@ def ncsc_batch_loss(module, xb, *, lambda1, lambda_cl, u, l, alpha, beta, lambda
     # gradient: only C is needed (for A_s); skipping C Z saves a B x B x d product (measured: 0.085 s of a 0.49 s
     # step at B = 2,000, d = 500, two threads).
     need_se = decode or Z.requires_grad
-    Zn = Z
-    if normalize:  # self-expression of the directions z_i / ||z_i||; the decoder gets ||z_i|| (C Zs)_i
-        norms = Z.norm(dim=1, keepdim=True).clamp_min(1e-12)
-        Zn = Z / norms
-        C = self_expressive_coefficients(Zn, lambda1, dtype=torch.float32)
-    else:
-        C = self_expressive_coefficients(Z, lambda1)
-    if need_se:
-        Zc = C @ Zn
-        se = ((C * C).sum() + 0.5 * lambda1 * ((Zn - Zc) ** 2).sum()) / B
-        if normalize:
-            Zc = norms * Zc
-    else:
-        se = Z.new_full((), float("nan"))
-    rec = 0.5 * reconstruction_loss(xb, ae.decode(Zc)) / B if decode else Z.new_zeros(())
-    A_s = subspace_affinity(C)
+    with float32_region(Z):  # no-ops without autocast
+        Zf = as_float32(Z)
+        Zn = Zf
+        if normalize:  # self-expression of the directions z_i / ||z_i||; the decoder gets ||z_i|| (C Zs)_i
+            norms = Zf.norm(dim=1, keepdim=True).clamp_min(1e-12)
+            Zn = Zf / norms
+            C = self_expressive_coefficients(Zn, lambda1, dtype=torch.float32)
+        else:
+            C = self_expressive_coefficients(Zf, lambda1)
+        if need_se:
+            Zc = C @ Zn
+            se = ((C * C).sum() + 0.5 * lambda1 * ((Zn - Zc) ** 2).sum()) / B
+            if normalize:
+                Zc = norms * Zc
+        else:
+            se = Zf.new_full((), float("nan"))
+    rec = 0.5 * reconstruction_loss(xb, ae.decode(Zc)) / B if decode else Zf.new_zeros(())
     logits = module.classifier(Z)
-    A_c, _ = classifier_affinity(logits)
-    omega, t = collaborative_loss(A_s, A_c, u, l, alpha, beta)
-    bal = balance_penalty(logits, balance)
+    with float32_region(Z):
+        logits = as_float32(logits)
+        A_s = subspace_affinity(C)
+        A_c, _ = classifier_affinity(logits)
+        omega, t = collaborative_loss(A_s, A_c, u, l, alpha, beta)
+        bal = balance_penalty(logits, balance)
     loss = (se if need_se else 0.0) + rec + lambda_cl * (omega + lambda_balance * bal)
     pairs = B * (B - 1)
     logs = {"se": float(se.detach()), "reconst": float(rec.detach()), "omega": float(omega.detach()),
@@ -456,7 +466,8 @@ class NCSC(EmbeddingTransformerMixin, AutoEncoderClustering):
             tr = Trainer(module, loss_fn, n, n_iter=int(self.n_epochs) * per_epoch, batch_size=bs, lr=float(self.lr),
                          param_lrs=ae_lrs, schedule="constant", random_state=seed + 1, verbose=self.verbose,
                          log_every=1, callbacks=[report], checkpoint_dir=None if ckpt is None else ckpt / "joint",
-                         resume=self.resume, fingerprint=self._fingerprint(X, "joint"), desc="NCSC joint training")
+                         resume=self.resume, fingerprint=self._fingerprint(X, "joint"), desc="NCSC joint training",
+                         autocast="env")
             holder["trainer"] = tr
             tr.run()
             self.history_["joint"] = tr.history
@@ -471,12 +482,15 @@ class NCSC(EmbeddingTransformerMixin, AutoEncoderClustering):
     # ------------------------------------------------------------------ inference
     @torch.no_grad()
     def _logits(self, X):
-        """Classifier logits of validated flat rows, ``block_size`` rows at a time (float32 CPU tensor)."""
+        """Classifier logits of validated flat rows, ``block_size`` rows at a time (float32 CPU tensor; the
+        networks under bf16 autocast when ``SELFEXPRESS_AUTOCAST=bf16``)."""
         module = self.module_
         module.eval()
         b = max(int(self.block_size), 1)
-        out = [module.logits(torch.as_tensor(np.ascontiguousarray(X[r:r + b], dtype=np.float32),
-                                             device=self._device)).cpu() for r in range(0, X.shape[0], b)]
+        with autocast_context(self._device):
+            out = [as_float32(module.logits(torch.as_tensor(np.ascontiguousarray(X[r:r + b], dtype=np.float32),
+                                                            device=self._device))).cpu()
+                   for r in range(0, X.shape[0], b)]
         return torch.cat(out) if out else torch.zeros((0, int(self.n_clusters)))
 
     def _prepare(self, X, name="X"):
@@ -487,12 +501,14 @@ class NCSC(EmbeddingTransformerMixin, AutoEncoderClustering):
         return X
 
     def transform(self, X):
-        """Latent codes ``Z = enc(X)`` (n, latent_dim)."""
+        """Latent codes ``Z = enc(X)`` (n, latent_dim), float32 (the encoder under bf16 autocast when
+        ``SELFEXPRESS_AUTOCAST=bf16``)."""
         X = self._prepare(X)
-        with torch.no_grad():
+        with torch.no_grad(), autocast_context(self._device):
             ae = self.module_.autoencoder
-            return torch.cat([ae.encode(torch.as_tensor(np.ascontiguousarray(X[r:r + 4096], dtype=np.float32),
-                                                        device=self._device)).cpu()
+            return torch.cat([as_float32(ae.encode(torch.as_tensor(np.ascontiguousarray(X[r:r + 4096],
+                                                                                         dtype=np.float32),
+                                                                   device=self._device))).cpu()
                               for r in range(0, X.shape[0], 4096)]).numpy()
 
     def decision_function(self, X):

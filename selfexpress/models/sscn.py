@@ -51,7 +51,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._device import device_property
+from .._device import as_float32, autocast_context, device_property, float32_region
 from .._validation import check_is_fitted, check_positive, fit_seed
 from ._autoencoder import reconstruction_loss
 from ._deep import AutoEncoderClustering, DSCPostprocessing, EmbeddingTransformerMixin
@@ -186,15 +186,21 @@ def sscn_se_loss(module, xb, lambda_reconst=1.0, lambda_reg=1.0, lambda_ssc=1.0,
 
     ``Z = enc(x)``, ``H = se(Z)``, ``Q = H H^T``; ``loss = lambda_reconst ||x - dec(Q Z)||^2 + lambda_reg ||Q||_F^2
     + lambda_ssc 0.5 ||Z - Q Z||^2`` (sums). ``decode=False`` drops the first term (linear variant).
+
+    Under bf16 autocast only the encoder and the decoder run in bf16; the self-expression (``H``, ``Q = H H^T``,
+    ``Q Z``, the residual) stays in float32: ``Q`` is the coefficient matrix whose columns the pseudo-labelling
+    thresholds by mass, and ``Z - Q Z`` is a small difference of large terms.
     """
     ae = module.autoencoder
     Z = ae.encode(xb)
-    H = module.se(Z)
-    Q = H @ H.T
-    Zse = Q @ Z
-    reg = (Q * Q).sum()
-    ssc = 0.5 * ((Z - Zse) ** 2).sum()
-    loss = lambda_reg * reg + lambda_ssc * ssc
+    with float32_region(Z):  # no-ops without autocast
+        Z = as_float32(Z)
+        H = module.se(Z)
+        Q = H @ H.T
+        Zse = Q @ Z
+        reg = (Q * Q).sum()
+        ssc = 0.5 * ((Z - Zse) ** 2).sum()
+        loss = lambda_reg * reg + lambda_ssc * ssc
     rec = torch.zeros((), dtype=Z.dtype)
     if decode:
         rec = reconstruction_loss(xb, ae.decode(Zse))
@@ -386,7 +392,8 @@ class SSCN(EmbeddingTransformerMixin, DSCPostprocessing, AutoEncoderClustering):
             tr = Trainer(se_net, se_loss, n, n_iter=int(self.n_epochs) * max(1, n // bs), batch_size=bs,
                          lr=float(self.lr), schedule="constant", random_state=seed + 1, verbose=self.verbose,
                          log_every=max(1, n // bs), checkpoint_dir=None if ckpt is None else ckpt / "se",
-                         resume=self.resume, fingerprint=self._fingerprint(X, "se"), desc="SSCN self-expression")
+                         resume=self.resume, fingerprint=self._fingerprint(X, "se"), desc="SSCN self-expression",
+                         autocast="env")
             tr.run()
             self.history_["se"] = tr.history
         module.eval()
@@ -420,6 +427,7 @@ class SSCN(EmbeddingTransformerMixin, DSCPostprocessing, AutoEncoderClustering):
         if int(self.n_epochs_clf) > 0:
             self._log(f"rotation classifier: {self.n_epochs_clf} epochs, batch {bsc}, {steps} steps per batch")
             n_iter = int(self.n_epochs_clf) * max(1, n // bsc) * steps
+            # no autocast here: R is float64 (not autocast-eligible), kept orthogonal by the Cayley retraction
             tr = Trainer(clf, clf_loss, n, n_iter=n_iter, batch_size=bsc, lr=float(self.lr_clf), schedule="constant",
                          random_state=seed + 2, verbose=self.verbose, log_every=steps,
                          checkpoint_dir=None if ckpt is None else ckpt / "clf", resume=self.resume,
@@ -434,13 +442,16 @@ class SSCN(EmbeddingTransformerMixin, DSCPostprocessing, AutoEncoderClustering):
     # ------------------------------------------------------------------ inference
     @torch.no_grad()
     def _embed(self, X):
-        """``H = se(enc(X))`` for validated flat rows, in batches of ``block_size`` (float32 CPU tensor)."""
+        """``H = se(enc(X))`` for validated flat rows, in batches of ``block_size`` (float32 CPU tensor; the encoder
+        under bf16 autocast when ``SELFEXPRESS_AUTOCAST=bf16``, ``se`` in float32: ``H H^T`` are the coefficients)."""
         module = self.module_
         module.eval()
         out = []
         b = max(int(self.block_size), 1)
         for r0 in range(0, X.shape[0], b):
-            out.append(module.embed(self._tensor(X[r0:r0 + b])).cpu())
+            with autocast_context(self._device):
+                Z = module.autoencoder.encode(self._tensor(X[r0:r0 + b]))
+            out.append(module.se(as_float32(Z)).cpu())
         return torch.cat(out)
 
     @torch.no_grad()
