@@ -368,6 +368,118 @@ def test_restricted_deterministic_and_block_size_invariant():
     assert abs(a - c).max() <= 1e-12 * abs(a).max()
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# the large-N default: algorithm="refined" (restricted solves + oracle passes, no check after the last re-solve)
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _refined(X, K, passes, gamma_nz=True, tol=1e-3, block_size=64):
+    from selfexpress.models._ensc_fast import _RestrictedSolver
+
+    s = _RestrictedSolver(X, gamma=GAMMA, tau=TAU, gamma_nz=gamma_nz, support_size=K, max_rounds=0, tol=tol,
+                          block_size=block_size, oracle_dtype="float32", device="cpu", verbose=False)
+    s.oracle_passes = passes
+    s.run()
+    supports = [s.supp[i, :int(s.ksize[i])].numpy() for i in range(s.N)]
+    return s, s.to_csr(), supports
+
+
+@pytest.mark.parametrize("gamma_nz", [True, False])
+def test_refined_satisfies_restricted_optimality_and_certifies_what_it_says(gamma_nz):
+    """Every row is the exact elastic net on its final support; the rows reported certified satisfy the optimality
+    conditions on the whole dictionary, the re-solved ones are reported uncertified."""
+    X, _ = _data(n_per=60, seed=13)  # 300 points
+    s, C, supports = _refined(X, 25, 1, gamma_nz=gamma_nz)
+    assert bool(s.exact.all())
+    alpha = enet_alpha(X, GAMMA, TAU, gamma_nz)
+    outside, on, off = _restricted_kkt(X, C, alpha, supports)
+    assert outside == 0.0 and on < 1e-8 and off <= 1 + 1e-3 / 4 + 1e-9
+    on_full, off_full = _kkt(X, C, alpha, TAU)
+    cert = s.certified.numpy()
+    assert 0 < cert.sum() < X.shape[0]  # a partial certificate on this problem
+    assert off_full[cert].max() <= 1 + 1e-3 + 1e-9 and on_full.max() < 1e-8
+    resolved = s.stats["rounds"][-1]["solved"]
+    assert resolved == X.shape[0] - cert.sum()
+    Cf, info = elastic_net_coef(X, gamma=GAMMA, tau=TAU, gamma_nz=gamma_nz, algorithm="refined", support_size=25,
+                                block_size=64, oracle_dtype="float32", return_info=True)
+    assert info["guarantee"] == "partial" and info["algorithm"] == "refined"
+    assert info["n_uncertified"] == resolved and info["certified_fraction"] == cert.sum() / X.shape[0]
+    assert abs(Cf - C).max() == 0
+
+
+def test_one_oracle_pass_adds_the_violators():
+    """After the restricted solves, one pass: a point without violators keeps its restricted solution (certified);
+    a violating point's new support holds its active atoms and its largest violators (all of them when they fit)."""
+    X, _ = _data(n_per=60, seed=21)
+    K, tol = 25, 1e-3
+    C0 = elastic_net_coef(X, gamma=GAMMA, tau=TAU, algorithm="restricted", support_size=K, block_size=64, tol=tol)
+    s, C1, supports = _refined(X, K, 1, tol=tol)
+    X64 = X.astype(np.float64)
+    alpha = enet_alpha(X, GAMMA, TAU)
+    C0d = C0.toarray()
+    g = np.abs((X64 - C0d @ X64) @ X64.T)
+    np.fill_diagonal(g, 0.0)
+    g[C0d != 0] = 0.0
+    n_viol_rows = 0
+    for i in range(X.shape[0]):
+        viol = np.flatnonzero(g[i] > alpha[i] * TAU * (1 + tol))
+        if viol.size == 0:
+            assert bool(s.certified[i])
+            assert np.array_equal(C1[i].toarray(), C0[i].toarray())
+            continue
+        n_viol_rows += 1
+        assert not bool(s.certified[i])
+        act = np.flatnonzero(C0d[i])
+        new = set(supports[i].tolist())
+        assert set(act.tolist()) <= new
+        nfree = len(supports[i]) - act.size
+        largest = viol[np.argsort(-g[i, viol], kind="stable")][:nfree]
+        if viol.size < nfree:
+            assert set(viol.tolist()) <= new
+        # the largest violators are in (up to ties at the last place)
+        assert len(set(largest[:-1].tolist()) - new) == 0
+    assert n_viol_rows > 0
+
+
+def test_refined_equals_certified_when_support_covers_the_dictionary():
+    X, _ = _data(n_per=30, seed=14)  # 150 points
+    full = elastic_net_coef(X, gamma=GAMMA, tau=TAU, tol=1e-9, algorithm="active_set")
+    whole, info = elastic_net_coef(X, gamma=GAMMA, tau=TAU, tol=1e-9, algorithm="refined",
+                                   support_size=X.shape[0] - 1, return_info=True)
+    assert info["certified_fraction"] == 1.0 and info["n_uncertified"] == 0  # nothing to add: all certified
+    assert abs(full - whole).max() <= 1e-9 * abs(full).max()
+    assert ((full != 0) != (whole != 0)).nnz == 0
+
+
+def test_refined_with_enough_passes_is_the_certified_solution():
+    X, _ = _data(n_per=60, seed=13)
+    full = elastic_net_coef(X, gamma=GAMMA, tau=TAU, tol=1e-6, algorithm="active_set", support_size=25)
+    C, info = elastic_net_coef(X, gamma=GAMMA, tau=TAU, tol=1e-6, algorithm="refined", support_size=25,
+                               oracle_passes=30, block_size=64, return_info=True)
+    assert info["certified_fraction"] == 1.0
+    assert abs(full - C).max() <= 1e-9 * abs(full).max()
+
+
+def test_topk_rows_by_chunk_maxima_equals_topk():
+    import torch
+
+    from selfexpress.models.ensc import _topk_rows
+
+    g = torch.Generator().manual_seed(0)
+    V = torch.rand(40, 32 * 50, generator=g)
+    V[3] = 0.5  # a row of ties
+    V[5, ::7] = 2.0  # ties among the largest
+    V = torch.round(V * 64) / 64  # many ties everywhere
+    rows = torch.tensor([0, 3, 5, 7, 39])
+    for k in (1, 5, 24):
+        for r in (rows, torch.arange(40)):
+            v, i = _topk_rows(V, r, k)
+            ref = torch.topk(V[r], k, dim=1).values
+            assert torch.equal(v, ref)
+            assert torch.equal(torch.gather(V[r], 1, i), v)
+            assert all(len(set(row.tolist())) == k for row in i)
+
+
 def test_auto_algorithm_and_reported_guarantee(monkeypatch):
     from selfexpress.models import ensc
 
@@ -377,12 +489,20 @@ def test_auto_algorithm_and_reported_guarantee(monkeypatch):
     assert est.certified_fraction_ == 1.0
     monkeypatch.setattr(ensc, "_AUTO_RESTRICTED_ABOVE", 100)
     est = ElasticNetSubspaceClustering(3, gamma=GAMMA, random_state=0).fit(X)
-    assert est.algorithm_ == "restricted" and est.guarantee_ == "restricted"
-    assert est.support_size_ == 50 and est.certified_fraction_ == 0.0 and est.n_uncertified_ == X.shape[0]
+    assert est.algorithm_ == "refined" and est.guarantee_ == "partial" and est.support_size_ == 50
+    assert est.solver_info_["oracle_passes"] == 1
+    assert 0.0 < est.certified_fraction_ <= 1.0
+    assert est.n_uncertified_ == round(X.shape[0] * (1 - est.certified_fraction_))
+    assert est.n_uncertified_ == est.solver_info_["rounds"][-1]["solved"]  # the points re-solved after the pass
     from selfexpress.metrics import clustering_accuracy
 
     assert clustering_accuracy(y, est.labels_) == 1.0
+    est = ElasticNetSubspaceClustering(3, gamma=GAMMA, algorithm="restricted", random_state=0).fit(X)
+    assert est.algorithm_ == "restricted" and est.guarantee_ == "restricted"
+    assert est.support_size_ == 50 and est.certified_fraction_ == 0.0 and est.n_uncertified_ == X.shape[0]
     est = ElasticNetSubspaceClustering(3, gamma=GAMMA, algorithm="active_set", max_rounds=0).fit(X)
+    assert est.algorithm_ == "restricted"
+    est = ElasticNetSubspaceClustering(3, gamma=GAMMA, algorithm="refined", oracle_passes=0).fit(X)
     assert est.algorithm_ == "restricted"
 
 
@@ -393,7 +513,8 @@ def test_parameters_after_n_clusters_are_keyword_only():
 
 
 @pytest.mark.parametrize("kw", [dict(algorithm="restricted", support_size=0), dict(algorithm="fast"),
-                                dict(algorithm="restricted", block_size=0), dict(algorithm="restricted", gamma=1.0)])
+                                dict(algorithm="restricted", block_size=0), dict(algorithm="restricted", gamma=1.0),
+                                dict(algorithm="refined", oracle_passes=-1), dict(algorithm="refined", oracle_passes=1.5)])
 def test_bad_restricted_parameters_raise(kw):
     X, _ = _data(n_per=10, seed=17)
     with pytest.raises(ValueError):

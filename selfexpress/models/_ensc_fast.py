@@ -1,6 +1,8 @@
 """Restricted EnSC for large N: exact top-K supports by one symmetric sweep, then exact restricted elastic nets.
 
-Private module of :mod:`selfexpress.models.ensc` (``algorithm="restricted"``). What is solved, for every point
+Private module of :mod:`selfexpress.models.ensc` (``algorithm="restricted"``, and ``algorithm="refined"``: the
+same, then oracle passes that re-support and re-solve the violating points, see :func:`restricted_elastic_net`).
+What is solved, for every point
 ``y = x_i`` (row convention: row i of C codes x_i)::
 
     S_i = the K atoms j != i of largest |<x_j, x_i>|   (float64 ranking, ties to the lower index)
@@ -13,7 +15,7 @@ solution *restricted to* ``S_i``, not certified on the whole dictionary. When ``
 solution.
 
 The support search computes every inner product once (``X_I X_{[s0, N)}^T`` for consecutive row panels I, so half
-the flops of a full ``X X^T``), keeps per row a running list of its ``K + 8`` largest ``|<x_i, x_j>|`` and merges
+the flops of a full ``X X^T``, into one reused tile buffer), keeps per row a running list of its ``K + 8`` largest ``|<x_i, x_j>|`` and merges
 in only the products above the row's current ``(K+8)``-th value (a valid lower bound of the final one). The first
 panel seeds every row's list exactly. The float32 ranking is then made exact: a row whose ``K``-th and
 ``(K+1)``-th float32 values are closer than twice the float32 error bound ``(D + 2) 2^-24 ||x_i|| max_j ||x_j||`` is
@@ -28,7 +30,7 @@ import time
 import numpy as np
 import torch
 
-from .ensc import _ActiveSetSolver, _single_thread
+from .ensc import _ActiveSetSolver, _median, _single_thread
 
 __all__ = ["top_correlated", "restricted_elastic_net"]
 
@@ -88,11 +90,16 @@ def _sweep(X, kk, B, buffer_cap, nthreads):
     buf = []
     nbuf = 0
     n_cand = 0
+    # one tile buffer and one mask buffer for all panels: a fresh (b, N) tile per panel costs about as much in page
+    # faults as its matmul
+    tile = torch.empty(min(B, N) * N, dtype=torch.float32)
+    maskbuf = torch.empty(min(B, N) * N, dtype=torch.bool)
     for s0 in range(0, N, B):
         s1 = min(N, s0 + B)
         b = s1 - s0
         torch.set_num_threads(nthreads)
-        S = X[s0:s1] @ X[s0:].T  # (b, N - s0): rows I against atoms s0..N-1 (all threads)
+        S = tile[:b * (N - s0)].view(b, N - s0)
+        torch.mm(X[s0:s1], X[s0:].T, out=S)  # (b, N - s0): rows I against atoms s0..N-1 (all threads)
         # the rest are memory-bound loops of small ops: one thread (OpenMP barriers cost more than they save,
         # and far more when the cores are shared)
         torch.set_num_threads(1)
@@ -113,21 +120,24 @@ def _sweep(X, kk, B, buffer_cap, nthreads):
                 vals[s1:, :k1] = v
                 idx[s1:, :k1] = i
                 del St
-            del S
             continue
         thr = vals[:, kk - 1]  # current kk-th value: a lower bound of the final one (-1 while the list is short)
         # row part: rows I, atoms >= s0
-        rI, cI = torch.nonzero(S >= thr[s0:s1].unsqueeze(1), as_tuple=True)
+        m = maskbuf[:S.numel()].view(S.shape)
+        torch.ge(S, thr[s0:s1].unsqueeze(1), out=m)
+        rI, cI = torch.nonzero(m, as_tuple=True)
+        nb = rI.numel()
         if rI.numel():
             buf.append((rI + s0, cI + s0, S[rI, cI]))
         # column part: rows j >= s1 gain atoms in I
         if N > s1:
             T = S[:, b:]
-            iJ, jJ = torch.nonzero(T >= thr[s1:].unsqueeze(0), as_tuple=True)
+            m = maskbuf[:T.numel()].view(T.shape)
+            torch.ge(T, thr[s1:].unsqueeze(0), out=m)
+            iJ, jJ = torch.nonzero(m, as_tuple=True)
+            nb += iJ.numel()
             if iJ.numel():
                 buf.append((jJ + s1, iJ + s0, T[iJ, jJ]))
-        del S
-        nb = sum(t[0].numel() for t in buf[-2:]) if buf else 0
         nbuf += nb
         n_cand += nb
         if nbuf > buffer_cap or s1 == N:
@@ -233,26 +243,38 @@ def _exact_sets(X, k, kk, vals, idx, n_cand, return_info):
     return (out, info) if return_info else out
 
 
-def restricted_elastic_net(X, *, gamma, tau, gamma_nz, support_size, tol, block_size, verbose=False):
+def restricted_elastic_net(X, *, gamma, tau, gamma_nz, support_size, tol, block_size, oracle_passes=0,
+                           oracle_dtype="auto", verbose=False):
     """Restricted EnSC coefficients (see the module docstring): ``(C csr (N, N), info dict)``.
 
+    ``oracle_passes = R > 0`` (``algorithm="refined"``): after the restricted solves, R times: one oracle pass
+    over the whole dictionary for the points solved last, which certifies the points without violators and gives
+    the others new supports (their active atoms, then their atoms of largest ``|<x_j, r_i>|``, violators first),
+    then those points are solved again. The points solved after the last pass are *not* certified.
+
     ``info``: ``support_size``, ``n_inexact`` (rows whose restricted solve did not finish even with the float64
-    Gram), per-stage ``times`` (``support_search``, ``alpha``, ``solve``) and the search counters
-    (``candidates_merged``, ``rows_reranked``, ``rows_full_float64``).
+    Gram), ``n_certified``, per-stage ``times`` (``support_search``, ``solve``, ``oracle``), per-round statistics
+    and the search counters (``candidates_merged``, ``rows_reranked``, ``rows_full_float64``).
     """
     solver = _RestrictedSolver(X, gamma=gamma, tau=tau, gamma_nz=gamma_nz, support_size=support_size,
-                               max_rounds=0, tol=tol, block_size=block_size, oracle_dtype="float32",
-                               device="cpu", verbose=verbose).run()
+                               max_rounds=0, tol=tol, block_size=block_size, oracle_dtype=oracle_dtype,
+                               device="cpu", verbose=verbose)
+    solver.oracle_passes = int(oracle_passes)
+    solver.run()
     C = solver.to_csr()
     info = dict(solver.stats)
     info["times"] = {k: round(v, 3) for k, v in info["times"].items()}
     info["support_size"] = int(solver.K0)
     info["n_inexact"] = int((~solver.exact).sum())
+    info["n_certified"] = int(solver.certified.sum())
     return C, info
 
 
 class _RestrictedSolver(_ActiveSetSolver):
-    """The active-set solver's exact restricted solves on exact top-K supports, without the oracle."""
+    """The active-set solver's exact restricted solves on exact top-K supports; ``oracle_passes`` oracle passes,
+    each followed by the re-solve of the points it gave new supports, and no check after the last re-solve."""
+
+    oracle_passes = 0
 
     def init_supports(self):
         t0 = time.perf_counter()
@@ -264,18 +286,41 @@ class _RestrictedSolver(_ActiveSetSolver):
         self._start_state(supp, alpha)
         self.stats.update(sinfo)
 
-    def run(self):
-        self.init_supports()
-        t0 = time.perf_counter()
-        self.solve(torch.arange(self.N))
-        # a restricted solve that did not finish with the float32 Gram: once more, from zero, with the float64 Gram
-        retry = torch.nonzero(~self.exact).squeeze(1)
+    def _solve_exact(self, pts):
+        """Solve the points ``pts``; a restricted solve that did not finish with the float32 Gram: once more, from
+        zero, with the float64 Gram. Returns the number retried."""
+        self.solve(pts)
+        retry = pts[~self.exact[pts]]
+        retry = retry[~self.strict[retry]]
         if retry.numel():
             self.strict[retry] = True
             self.coef[retry] = 0.0
             self.solve(retry)
-        self.stats["rounds"].append(dict(round=0, solved=self.N, retried=int(retry.numel()), certified=0,
+        return int(retry.numel())
+
+    def run(self):
+        self.init_supports()
+        t0 = time.perf_counter()
+        pts = torch.arange(self.N)
+        nretry = self._solve_exact(pts)
+        self.stats["rounds"].append(dict(round=0, solved=self.N, retried=nretry, certified=0,
                                          oracle=False, seconds=round(time.perf_counter() - t0, 3)))
         self._log(f"restricted solves: {self.N} points on {self.K0} atoms each, "
-                  f"{int(retry.numel())} retried in float64, {int((~self.exact).sum())} inexact")
+                  f"{nretry} retried in float64, {int((~self.exact).sum())} inexact")
+        for rnd in range(1, self.oracle_passes + 1):
+            if pts.numel() == 0:
+                break
+            t0 = time.perf_counter()
+            checked = int(pts.numel())
+            changed, cert, nband = self.oracle(pts)
+            self.certified[pts] = cert[pts] & self.exact[pts]
+            pts = torch.nonzero(changed).squeeze(1)
+            self.certified[pts] = False
+            nretry = self._solve_exact(pts)
+            info = dict(round=rnd, checked=checked, certified=int(self.certified.sum()), solved=int(pts.numel()),
+                        retried=nretry, band_pairs=int(nband), max_support=int(self.ksize.max()),
+                        median_violators_entering=_median(self._nviol), oracle=True,
+                        seconds=round(time.perf_counter() - t0, 3))
+            self.stats["rounds"].append(info)
+            self._log(" ".join(f"{k}={v}" for k, v in info.items()))
         return self
