@@ -41,35 +41,37 @@ def _merge(vals, idx, rows, cols, v):
     """Merge candidate triples (rows, cols, v) into the per-row lists ``vals``/``idx`` (in place).
 
     Lists keep, per row, the ``kk`` largest values (``vals`` >= 0; -1 marks an empty slot), sorted by decreasing
-    value; among equal float32 values the earlier entry wins (deterministic; exact ties are settled later in
-    float64). One stable sort of a composite int64 key (row, value bits).
+    value; among equal float32 values the earlier entry wins (the list before the candidates, candidates in their
+    order; deterministic; exact ties are settled later in float64). One stable sort of the candidates by a
+    composite int64 key (row, value bits), each row's ``kk`` best of them, then a stable row-wise sort of
+    (list, those) of width ``2 kk``.
     """
     if rows.numel() == 0:
         return
     N, kk = vals.shape
-    touched = torch.zeros(N, dtype=torch.bool)
-    touched[rows] = True
-    u = torch.nonzero(touched).squeeze(1)
-    nu = u.numel()
-    inv = (torch.cumsum(touched, 0) - 1)[rows]
-    rr = torch.cat([torch.arange(nu).repeat_interleave(kk), inv])
-    cc = torch.cat([idx[u].reshape(-1), cols])
-    vv = torch.cat([vals[u].reshape(-1), v])
-    # non-negative float32 values order like their int32 bit patterns; empty slots (-1) rank last
-    bits = torch.where(vv >= 0, vv.view(torch.int32).to(torch.int64) + 1, torch.zeros_like(rr))
-    key = rr * (2 ** 32) + (2 ** 32 - 1 - bits)
+    # candidate values are >= 0 (products above a threshold >= -1; the diagonal is -inf): they order like their
+    # int32 bit patterns
+    key = rows * (2 ** 32) + (2 ** 32 - 1 - v.view(torch.int32).to(torch.int64))
     o = torch.sort(key, stable=True).indices
-    rr, cc, vv = rr[o], cc[o], vv[o]
-    counts = torch.bincount(rr, minlength=nu)
+    rows, cols, v = rows[o], cols[o], v[o]
+    counts = torch.bincount(rows, minlength=N)
+    u = torch.nonzero(counts).squeeze(1)
     start = torch.cumsum(counts, 0) - counts
-    rank = torch.arange(rr.numel()) - start[rr]
+    rank = torch.arange(rows.numel()) - start[rows]
     keep = rank < kk
-    nv = torch.full((nu, kk), -1.0, dtype=vals.dtype)
-    ni = torch.full((nu, kk), -1, dtype=idx.dtype)
-    nv[rr[keep], rank[keep]] = vv[keep]
-    ni[rr[keep], rank[keep]] = cc[keep]
-    vals[u] = nv
-    idx[u] = ni
+    pos = torch.zeros(N, dtype=torch.int64)
+    pos[u] = torch.arange(u.numel())
+    nu = u.numel()
+    cv = torch.full((nu, kk), -1.0, dtype=vals.dtype)
+    ci = torch.full((nu, kk), -1, dtype=idx.dtype)
+    pr = pos[rows[keep]]
+    cv[pr, rank[keep]] = v[keep]
+    ci[pr, rank[keep]] = cols[keep]
+    av = torch.cat([vals[u], cv], 1)
+    ai = torch.cat([idx[u], ci], 1)
+    o = torch.sort(av, dim=1, descending=True, stable=True).indices[:, :kk]
+    vals[u] = torch.gather(av, 1, o)
+    idx[u] = torch.gather(ai, 1, o)
 
 
 def _search_float32(X, kk, block_size, buffer_cap=4_000_000):
