@@ -112,8 +112,9 @@ def build_parser():
     m.add_argument("--n-nonzero", type=int, help="non-zeros kept per row of C (SSC-OMP: max support)")
     m.add_argument("--support-size", type=int, help="EnSC: initial support of every point (its most correlated atoms)")
     m.add_argument("--max-rounds", type=int,
-                   help="EnSC: oracle rounds (default 20, until every row is certified); 0 = restricted solves on the "
-                        "initial supports only, uncertified, several times faster on large data")
+                   help="EnSC: oracle rounds of the certified solver (default 20, until every row is certified; the "
+                        "default up to 8,000 points, above which one oracle pass runs and the re-solved rows are "
+                        "reported uncertified); 0 = restricted solves on the initial supports only, uncertified")
     m.add_argument("--affinity", choices=["symmetric", "knn"], help="graph from C")
     m.add_argument("--n-components", type=int, help="eigenvectors for spectral clustering")
     m.add_argument("--backend", choices=["local", "dask", "faiss"],

@@ -504,6 +504,8 @@ def test_auto_algorithm_and_reported_guarantee(monkeypatch):
     assert est.algorithm_ == "restricted"
     est = ElasticNetSubspaceClustering(3, gamma=GAMMA, algorithm="refined", oracle_passes=0).fit(X)
     assert est.algorithm_ == "restricted"
+    est = ElasticNetSubspaceClustering(3, gamma=GAMMA, max_rounds=0).fit(X)  # "auto" + no oracle rounds
+    assert est.algorithm_ == "restricted"
 
 
 def test_parameters_after_n_clusters_are_keyword_only():

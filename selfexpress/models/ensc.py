@@ -821,7 +821,8 @@ class ElasticNetSubspaceClustering(SelfExpressiveClustering):
         active atoms fill 80 %); None means 100. ``"restricted"`` / ``"refined"``: the size K of the initial
         top-K supports; None means 50 (measured on MNIST / Fashion-MNIST, ``benchmarks/ensc_fast.py``).
     max_rounds : int, oracle rounds of ``"active_set"``; points still violating afterwards are reported in
-        ``n_uncertified_``. ``max_rounds=0`` skips the oracle: the same as ``algorithm="restricted"``.
+        ``n_uncertified_``. ``max_rounds=0`` (with ``"active_set"`` or ``"auto"``) skips the oracle: the same as
+        ``algorithm="restricted"``.
     oracle_passes : int, default 1, oracle passes of ``"refined"`` (0: the same as ``"restricted"``).
     tol : float, relative slack of the certificate: a non-active atom violates when |<x_j, r>| > alpha tau (1 + tol).
     n_nonzero : int or None, keep only the n_nonzero largest |c| per row of ``coef_`` (None: all).
@@ -917,7 +918,9 @@ class ElasticNetSubspaceClustering(SelfExpressiveClustering):
         algo = self.algorithm
         if algo == "auto":
             algo = "refined" if n_samples > _AUTO_RESTRICTED_ABOVE else "active_set"
-        if (algo == "active_set" and self.max_rounds == 0) or (algo == "refined" and self.oracle_passes == 0):
+        # max_rounds=0 skips the oracle whatever "auto" picked; so does oracle_passes=0 for "refined"
+        if (self.algorithm in ("auto", "active_set") and self.max_rounds == 0) or (
+                algo == "refined" and self.oracle_passes == 0):
             algo = "restricted"
         K = self.support_size
         if K is None:
