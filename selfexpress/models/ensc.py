@@ -789,7 +789,8 @@ def elastic_net_coef(X, gamma=50.0, tau=0.9, gamma_nz=True, algorithm="active_se
 
 
 class ElasticNetSubspaceClustering(SelfExpressiveClustering):
-    """Elastic net subspace clustering (EnSC) with an exact, batched, oracle-certified active-set solver.
+    """Elastic net subspace clustering (EnSC) with an exact, batched, oracle-certified active-set solver (and, for
+    large N, the same exact solves on top-K supports refined by one oracle pass; ``guarantee_`` says which).
 
     Parameters
     ----------
@@ -799,7 +800,7 @@ class ElasticNetSubspaceClustering(SelfExpressiveClustering):
         the solution is unique only for tau < 1.
     gamma_nz : bool. True: alpha_i = max_{j != i} |<x_j, x_i>| / (tau gamma) (EnSC reference). False:
         alpha = 1 / gamma, i.e. senet.txt's loss gamma/2 ||r||^2 + r(c) (its Table 1 uses this).
-    algorithm : {"auto", "active_set", "restricted", "per_point"}, default "auto"
+    algorithm : {"auto", "active_set", "refined", "restricted", "per_point"}, default "auto"
         What is solved and what is guaranteed (the fitted ``algorithm_`` and ``guarantee_`` say which ran):
 
         - ``"active_set"``: the EnSC problem on the whole dictionary, every row **certified** optimal (module
