@@ -14,13 +14,22 @@ in structure, re-written here: one point at a time against the whole dictionary 
 - **SSC-OMP reference** (You et al., CVPR 2016): greedy OMP per point with a least-squares re-fit at every step
   (numpy ``lstsq``), ``n_nonzero=5``, ``thr=1e-5`` (the reference's MNIST setting).
 
-Ours (each timed before and after the references; ratios use the mean), on the same float32 unit-norm features: EnSC certified (``algorithm="active_set"``), EnSC fast default
-(``algorithm="restricted"``, K = 50) and ``SSCOMP(n_nonzero=5, thr=1e-5)``. Every method's C goes through the same
-graphs (``symmetric`` |C|+|C^T| and ``knn`` 3-NN over rows) and the same spectral step (15 eigenvectors, k-means
-n_init=20, random_state 0), in this one process. Per method: ACC / NMI (geometric) / ARI per graph, coefficient
-seconds, peak RSS while it ran (sampled from /proc every 20 ms) and its increase over the process baseline, and the
-EnSC objective per point ``0.5 ||x_i - sum_j c_j x_j||^2 + alpha_i (tau ||c||_1 + (1 - tau)/2 ||c||^2)`` (float64):
-certified vs each reference build (relative difference), restricted vs certified (relative excess).
+Ours (each timed before and after the references; ratios use the mean), on the same float32 unit-norm features:
+EnSC certified (``algorithm="active_set"``), EnSC refined (``algorithm="refined"``, K = 50, ``oracle_passes=1``: the
+large-N default of ``algorithm="auto"``; exact solves on each point's 50 most correlated atoms, one oracle pass over
+the whole dictionary, re-solve of the violators; guarantee ``partial``), EnSC restricted (``algorithm="restricted"``,
+K = 50, no oracle pass) and ``SSCOMP(n_nonzero=5, thr=1e-5)``. Every method's C goes through the same graphs
+(``symmetric`` |C|+|C^T| and ``knn`` 3-NN over rows) and the same spectral step (15 eigenvectors, k-means n_init=20,
+random_state 0), in this one process. Per method: ACC / NMI (geometric) / ARI per graph, coefficient seconds, peak
+RSS while it ran (sampled from /proc every 20 ms) and its increase over the process baseline, and the EnSC objective
+per point ``0.5 ||x_i - sum_j c_j x_j||^2 + alpha_i (tau ||c||_1 + (1 - tau)/2 ||c||^2)`` (float64): certified vs
+each reference build (relative difference), refined and restricted vs certified (relative excess).
+
+The record's ``summary`` states, against issue 26's acceptance (time ratio >= 10x at <= 0.5 points of ACC lost;
+certified vs reference objective agree to 1e-4 relative), for each of our EnSC methods and each reference build: the
+time ratio (reference seconds, extrapolated when sampled, over the mean of ours' two timings) and the ACC points lost
+per graph (reference ACC minus ours; when the reference was sampled its ACC is not measured, and the certified
+solver's ACC stands in for it, flagged ``acc_reference_proxy``), whether each part is met, and one plain line each.
 
 ``--n`` points (the first n rows of MNIST-test's features; ``--n 10000`` is the whole test split). A reference build
 whose extrapolated time exceeds ``--budget`` seconds (default 1,200) is run on ``--sample`` random points only and its
@@ -29,7 +38,8 @@ made on the sampled points.
 
 The peers need SPAMS, an optional extra: ``pip install 'selfexpress[peers]'`` (or ``pip install spams-bin``).
 
-Run: ``python benchmarks/peers.py --n 2000`` and ``python benchmarks/peers.py --n 10000``.
+Run: ``python benchmarks/peers.py --n 2000`` and ``python benchmarks/peers.py --n 10000 --budget 600`` (one torch
+thread: ``OMP_NUM_THREADS=1``; ``--resize`` default ``bilinear``, the reference's features).
 Records: ``benchmarks/results/peers/mnist-test_<n>.json``.
 """
 
@@ -233,6 +243,54 @@ def _rel_stats(a, b):
     return {"max": float(d.max()), "median": float(np.median(d)), "share_le_1e-4": float((d <= 1e-4).mean())}
 
 
+#: our EnSC methods in the record, and those that are not certified (compared with the certified one)
+OURS_ENSC = ("ours_ensc_certified", "ours_ensc_refined", "ours_ensc_restricted_k50")
+FAST_ENSC = OURS_ENSC[1:]
+#: issue 26's acceptance for the peers records
+ACCEPT_RATIO, ACCEPT_ACC_LOST, ACCEPT_OBJ_REL = 10.0, 0.005, 1e-4
+ACCEPTANCE = ("time ratio >= 10x at <= 0.5 points of ACC lost (each graph); certified vs reference objective agree "
+              "to 1e-4 relative")
+
+
+def acceptance_summary(methods):
+    """Per our EnSC method and reference EnSC build: time ratio, ACC points lost per graph, and the verdicts.
+
+    ``methods`` is the record's ``methods`` dict (after the final time ratios). ACC lost = reference ACC minus ours
+    (in points, i.e. x 100); a sampled reference has no ACC, and the certified solver's ACC stands in for it
+    (``acc_reference_proxy``: its objective agrees with the reference's, see ``objective``)."""
+    refs = [n for n in methods if n.startswith("reference_ensc_")]
+    ours = [n for n in OURS_ENSC if n in methods]
+    rows, lines, objective = [], [], {}
+    for ref in refs:
+        R = methods[ref]
+        o = R.get("objective_certified_vs_reference")
+        if o is not None:
+            objective[ref] = {"max_rel_diff": o["max"], "median_rel_diff": o["median"],
+                              "points_compared": R.get("points_run"), "met": bool(o["max"] <= ACCEPT_OBJ_REL)}
+            lines.append(f"objective certified vs {ref}: max rel diff {o['max']:.2e} over {R.get('points_run')} "
+                         f"points -> {'MET' if o['max'] <= ACCEPT_OBJ_REL else 'NOT MET'} (<= 1e-4)")
+        proxy = "graphs" not in R
+        ref_graphs = methods["ours_ensc_certified"]["graphs"] if proxy else R["graphs"]
+        for name in ours:
+            ratio = R.get(f"time_ratio_vs_{name}")
+            g = methods[name].get("graphs", {})
+            lost = {aff: round(100 * (ref_graphs[aff]["acc"] - g[aff]["acc"]), 2) for aff in ref_graphs if aff in g}
+            ratio_ok = ratio is not None and ratio >= ACCEPT_RATIO
+            acc_ok = {aff: v <= 100 * ACCEPT_ACC_LOST + 1e-9 for aff, v in lost.items()}
+            row = {"ours": name, "reference": ref, "time_ratio": ratio, "time_ratio_met": bool(ratio_ok),
+                   "acc_points_lost": lost, "acc_met": acc_ok, "acc_reference_proxy": proxy,
+                   "met": {aff: bool(ratio_ok and ok) for aff, ok in acc_ok.items()}}
+            rows.append(row)
+            acc_txt = ", ".join(f"{aff} {v:+.2f} pts lost ({'ok' if acc_ok[aff] else 'over 0.5'})"
+                                for aff, v in lost.items())
+            met_txt = ", ".join(f"{aff} {'MET' if m else 'NOT MET'}" for aff, m in row["met"].items())
+            lines.append(f"{name} vs {ref}: time ratio {ratio}x ({'ok' if ratio_ok else 'under 10x'}); {acc_txt}"
+                         f"{' [reference ACC not measured (sampled): certified ACC as proxy]' if proxy else ''}"
+                         f" -> {met_txt}")
+    return {"acceptance": ACCEPTANCE, "acc_points_lost": "reference ACC minus ours, x 100 (positive = lost)",
+            "rows": rows, "objective": objective, "lines": lines}
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=2000, help="first n points of MNIST-test's features")
@@ -286,6 +344,9 @@ def main(argv=None):
         return (
             ("ours_ensc_certified", ElasticNetSubspaceClustering(n_clusters, gamma=GAMMA, tau=TAU,
                                                                  algorithm="active_set", normalize=False)),
+            ("ours_ensc_refined", ElasticNetSubspaceClustering(n_clusters, gamma=GAMMA, tau=TAU,
+                                                               algorithm="refined", support_size=50,
+                                                               oracle_passes=1, normalize=False)),
             ("ours_ensc_restricted_k50", ElasticNetSubspaceClustering(n_clusters, gamma=GAMMA, tau=TAU,
                                                                       algorithm="restricted", support_size=50,
                                                                       normalize=False)),
@@ -300,8 +361,10 @@ def main(argv=None):
         ours[name] = est.coef_.tocsr()
         extra = {}
         if "ensc" in name:
-            extra = {"algorithm": est.algorithm_, "guarantee": est.guarantee_,
-                     "certified_fraction": est.certified_fraction_}
+            extra = {"algorithm": est.algorithm_, "guarantee": est.guarantee_, "support_size": est.support_size_,
+                     "certified_fraction": est.certified_fraction_, "n_uncertified": est.n_uncertified_}
+            if est.algorithm_ == "refined":
+                extra["oracle_passes"] = est.oracle_passes
         record(name, secs, ours[name], mem, extra)
 
     from selfexpress.models.ensc import enet_alpha
@@ -309,10 +372,12 @@ def main(argv=None):
     alpha_all = enet_alpha(X, GAMMA, TAU) if N <= 20000 else None
     allrows = np.arange(N)
     f_cert = enet_objective(X64, ours["ours_ensc_certified"], allrows, alpha_all)
-    f_restr = enet_objective(X64, ours["ours_ensc_restricted_k50"], allrows, alpha_all)
-    rec["methods"]["ours_ensc_restricted_k50"]["objective_excess_over_certified"] = {
-        "median": float(np.median((f_restr - f_cert) / f_cert)), "max": float(((f_restr - f_cert) / f_cert).max()),
-        "min": float(((f_restr - f_cert) / f_cert).min())}
+    for fast in FAST_ENSC:
+        f_fast = enet_objective(X64, ours[fast], allrows, alpha_all)
+        ex = (f_fast - f_cert) / f_cert
+        rec["methods"][fast]["objective_excess_over_certified"] = {
+            "median": float(np.median(ex)), "max": float(ex.max()), "min": float(ex.min()),
+            "share_le_1e-4": float((ex <= 1e-4).mean())}
 
     rng = np.random.default_rng(0)
     for peer in [p for p in args.peers.split(",") if p]:
@@ -342,7 +407,7 @@ def main(argv=None):
             Cc = ours["ours_ensc_certified"][rows]
             extra["coef_max_abs_diff_vs_certified"] = float(abs(Cc - C_rows).max())
             extra["coef_max_abs"] = float(abs(C_rows).max())
-            for ours_name in ("ours_ensc_certified", "ours_ensc_restricted_k50"):
+            for ours_name in OURS_ENSC:
                 extra[f"time_ratio_vs_{ours_name}"] = round(
                     total / rec["methods"][ours_name]["coef_seconds"], 2)
         else:
@@ -351,19 +416,20 @@ def main(argv=None):
             extra["coef_max_abs_diff_vs_ours"] = float(abs(Co - C_rows).max())
         record(name, secs, None if sampled else C_rows, mem, extra)
         if not sampled and kind == "ensc":
-            g_ref, g_c = rec["methods"][name]["graphs"], rec["methods"]["ours_ensc_certified"]["graphs"]
-            g_r = rec["methods"]["ours_ensc_restricted_k50"]["graphs"]
+            g_ref = rec["methods"][name]["graphs"]
             for aff in g_ref:
-                extra_acc = {"acc_lost_certified": round(g_ref[aff]["acc"] - g_c[aff]["acc"], 4),
-                             "acc_lost_restricted": round(g_ref[aff]["acc"] - g_r[aff]["acc"], 4)}
-                rec["methods"][name].setdefault("acc_points_lost_by_ours", {})[aff] = extra_acc
+                rec["methods"][name].setdefault("acc_points_lost_by_ours", {})[aff] = {
+                    f"acc_lost_{o[len('ours_ensc_'):]}": round(g_ref[aff]["acc"] - rec["methods"][o]["graphs"][aff]
+                                                               ["acc"], 4) for o in OURS_ENSC}
     for name, est in our_estimators():  # the second timing of ours, after the references
         t0 = time.perf_counter()
         est.fit_coef(X)
         secs = time.perf_counter() - t0
-        if abs(est.coef_.tocsr() - ours[name]).max() != 0:
-            raise RuntimeError(f"{name}: the second fit differs from the first")
         r = rec["methods"][name]
+        diff = float(abs(est.coef_.tocsr() - ours[name]).max())
+        if diff != 0:  # recorded, not fatal: the record of a long run is worth more than the exception
+            print(f"WARNING {name}: the second fit differs from the first (max |dC| = {diff:.3g})", flush=True)
+            r["second_fit_max_abs_diff"] = diff
         r["coef_seconds_first"], r["coef_seconds_after_references"] = r["coef_seconds"], round(secs, 3)
         r["coef_seconds"] = round((r["coef_seconds_first"] + secs) / 2, 3)
     for name, r in rec["methods"].items():  # time ratios against the mean of ours' two timings
@@ -373,6 +439,9 @@ def main(argv=None):
         for key in [k for k in r if k.startswith("time_ratio_vs_")]:
             ours_name = key[len("time_ratio_vs_"):]
             r[key] = round(total / rec["methods"][ours_name]["coef_seconds"], 2)
+    rec["summary"] = acceptance_summary(rec["methods"])
+    for line in rec["summary"]["lines"]:
+        print(line, flush=True)
     gflops_after = matmul_gflops()
     rec["matmul_gflops"] = {"before": gflops_before, "after": gflops_after,
                             "mean": round((gflops_before + gflops_after) / 2, 1)}
