@@ -28,7 +28,10 @@ def env(monkeypatch):
     """Set ``SELFEXPRESS_AUTOCAST`` for one test (None: unset)."""
     def _set(value):
         if value is None:
-            monkeypatch.delenv("SELFEXPRESS_AUTOCAST", raising=False)
+            # setenv first, so that monkeypatch records the variable and its teardown also removes a value that
+            # the code under test wrote into os.environ (device_check.main(["--autocast", ...]) does)
+            monkeypatch.setenv("SELFEXPRESS_AUTOCAST", "")
+            monkeypatch.delenv("SELFEXPRESS_AUTOCAST")
         else:
             monkeypatch.setenv("SELFEXPRESS_AUTOCAST", value)
     _set(None)
