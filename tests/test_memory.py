@@ -101,6 +101,8 @@ def test_senet_sgd_on_many_points_is_refused_with_two_pass_advice(available):
     available(32 * MiB)  # Alg. 1 keeps the key activations of all 3000 atoms (about 50 MiB)
     with pytest.raises(InsufficientMemoryError, match=r"SENet training \(sgd.*use algorithm='two_pass'"):
         est._check_memory(3000, 5)
+    with pytest.raises(InsufficientMemoryError, match=r"SENet training \(key_cache.*use algorithm='two_pass'"):
+        est.set_params(algorithm="key_cache")._check_memory(3000, 5)  # every atom may be a candidate
     est.set_params(algorithm="two_pass")._check_memory(3000, 5)  # memory independent of N
     est.set_params(algorithm="sgd", n_train=500)._check_memory(3000, 5)
     with pytest.raises(InsufficientMemoryError, match=r"SENet coefficients of 3000 points .*n_nonzero \(now 1000\)"):

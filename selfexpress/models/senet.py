@@ -231,14 +231,14 @@ class KeyCache:
 
     ``refresh_every`` steps all N keys are recomputed (forward only, in blocks); in between, the keys of the atoms a
     step activates are overwritten with the exact keys that step computed, so only atoms that stayed inactive are
-    stale. ``active_fraction`` is the running mean of the share of atoms each step recomputed with grad.
+    stale. ``last`` is the share of atoms the last step recomputed with grad.
     """
 
     def __init__(self, refresh_every, block_size):
         self.refresh_every, self.block_size = int(refresh_every), int(block_size)
         self.keys = None
         self.age = 0
-        self.steps, self.active_sum, self.last = 0, 0.0, 1.0
+        self.last = 1.0
 
     def keys_for(self, module, X):
         if self.keys is None or self.age >= self.refresh_every:
@@ -248,10 +248,6 @@ class KeyCache:
             self.age = 0
         self.age += 1
         return self.keys
-
-    @property
-    def active_fraction(self):
-        return self.active_sum / max(self.steps, 1)
 
 
 #: candidates of a key-cache step: atoms whose cached product with some query of the batch exceeds
@@ -281,8 +277,6 @@ def senet_loss_key_cache(module, X, idx, gamma, lmbd, cache):
         cand = torch.nonzero(u > (1.0 - KEY_CACHE_MARGIN) * b).squeeze(1) if b > 0 else \
             torch.arange(X.shape[0], device=X.device)
     cache.last = cand.numel() / X.shape[0]
-    cache.steps += 1
-    cache.active_sum += cache.last
     xk = X[cand]
     k = module.key(xk)
     with torch.no_grad():
@@ -487,9 +481,9 @@ class SENet(SelfExpressiveClustering):
                          n_train=None, teacher=None, lr_threshold=None)
 
     def __init__(self, n_clusters=8, *, hidden_sizes="auto", embed_dim="auto", gamma=200.0, lmbd=0.9,
-                 n_iter="auto", batch_size=100, block_size=1000, algorithm="sgd", key_refresh=10, lr=1e-3, lr_threshold="auto",
-                 grad_clip=0.001, n_neighbors=3, affinity="auto", n_components=None, n_init=20, n_nonzero="auto",
-                 normalize=True, n_train="auto", teacher="auto", teacher_weight=3000.0, n_sampled_atoms=1000,
+                 n_iter="auto", batch_size=100, block_size=1000, algorithm="sgd", key_refresh=10, lr=1e-3,
+                 lr_threshold="auto", grad_clip=0.001, n_neighbors=3, affinity="auto", n_components=None, n_init=20,
+                 n_nonzero="auto", normalize=True, n_train="auto", teacher="auto", teacher_weight=3000.0, n_sampled_atoms=1000,
                  inactive_grad="zero", random_state=None, device="auto",
                  verbose=False, checkpoint_dir=None, checkpoint_every=1000, resume=False, backend="local",
                  backend_options=None, distributed="auto"):
@@ -617,9 +611,10 @@ class SENet(SelfExpressiveClustering):
         per_atom = 8 * (D + 2 * sum(hs) + 2 * p)  # activations kept for backward + their gradients
         out = []
         if s["teacher"] is None:
-            cols = n_tr if self.algorithm in ("sgd", "key_cache") else min(int(self.block_size), n_tr)
+            all_atoms = self.algorithm in ("sgd", "key_cache")  # keys with grad for up to every atom per step
+            cols = n_tr if all_atoms else min(int(self.block_size), n_tr)
             hint = ("use algorithm='two_pass' (memory independent of n_samples), lower batch_size, or train on a "
-                    "subset with n_train" if self.algorithm == "sgd" else "lower block_size or batch_size")
+                    "subset with n_train" if all_atoms else "lower block_size or batch_size")
             out.append((16 * n_params + cols * per_atom + 20 * m * cols + 4 * n_tr * D,
                         f"SENet training ({self.algorithm}: batch_size x {cols} coefficient blocks and the key "
                         f"network's activations for {cols} atoms of width {max(dims)})", hint))
