@@ -487,7 +487,7 @@ def test_auto_algorithm_and_reported_guarantee(monkeypatch):
     est = ElasticNetSubspaceClustering(3, gamma=GAMMA, random_state=0).fit(X)
     assert est.algorithm_ == "active_set" and est.guarantee_ == "certified" and est.support_size_ == 100
     assert est.certified_fraction_ == 1.0
-    monkeypatch.setattr(ensc, "_AUTO_RESTRICTED_ABOVE", 100)
+    monkeypatch.setattr(ensc, "_AUTO_REFINED_ABOVE", 100)
     est = ElasticNetSubspaceClustering(3, gamma=GAMMA, random_state=0).fit(X)
     assert est.algorithm_ == "refined" and est.guarantee_ == "partial" and est.support_size_ == 50
     assert est.solver_info_["oracle_passes"] == 1

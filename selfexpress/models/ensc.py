@@ -70,9 +70,9 @@ __all__ = ["ElasticNetSubspaceClustering", "elastic_net_coef", "enet_alpha"]
 
 _ALGORITHMS = ("auto", "active_set", "refined", "restricted", "per_point")
 #: ``algorithm="auto"`` runs the refined solver above this many points (certified below)
-_AUTO_RESTRICTED_ABOVE = 8000
+_AUTO_REFINED_ABOVE = 8000
 #: default support size of the refined / restricted solvers (benchmarks/ensc_fast.py: MNIST / Fashion-MNIST)
-_DEFAULT_K_RESTRICTED = 50
+_DEFAULT_SUPPORT_SIZE = 50
 
 # |bf16 gemm (fp32 accumulation, bf16 output) - exact| <= _BF16_REL * ||x|| * ||r||:
 # inputs rounded to bf16 (2^-9 each, so 2^-8 + 2^-18 on every product), fp32 accumulation (<= D * 2^-24 of the
@@ -918,14 +918,14 @@ class ElasticNetSubspaceClustering(SelfExpressiveClustering):
         """(algorithm, support size) that a fit on ``n_samples`` points runs."""
         algo = self.algorithm
         if algo == "auto":
-            algo = "refined" if n_samples > _AUTO_RESTRICTED_ABOVE else "active_set"
+            algo = "refined" if n_samples > _AUTO_REFINED_ABOVE else "active_set"
         # max_rounds=0 skips the oracle whatever "auto" picked; so does oracle_passes=0 for "refined"
         if (self.algorithm in ("auto", "active_set") and self.max_rounds == 0) or (
                 algo == "refined" and self.oracle_passes == 0):
             algo = "restricted"
         K = self.support_size
         if K is None:
-            K = _DEFAULT_K_RESTRICTED if algo in ("restricted", "refined") else 100
+            K = _DEFAULT_SUPPORT_SIZE if algo in ("restricted", "refined") else 100
         return algo, int(min(int(K), max(1, n_samples - 1)))
 
     def _memory_estimate(self, n_samples, n_features):
