@@ -104,6 +104,17 @@ def commit_exists(sha):
                                          stderr=subprocess.DEVNULL) == 0
 
 
+def nested_commits(obj):
+    """The ``commit`` values of the records a summary record embeds (its ``rows`` etc.), at any depth below the top."""
+    found = []
+    children = obj.values() if isinstance(obj, dict) else obj if isinstance(obj, list) else ()
+    for child in children:
+        if isinstance(child, dict) and isinstance(child.get("commit"), str):
+            found.append(child["commit"])
+        found.extend(nested_commits(child))
+    return found
+
+
 def rows(results=RESULTS):
     """One dict per record under ``results``: name (path without ``.json``), script, commit, base commit, whether
     it is a legacy record, whether its commit exists, whether it is dirty, date, key figure and ``problems`` (why
@@ -131,12 +142,15 @@ def rows(results=RESULTS):
             record = {}
         commit = str(record.get("commit", ""))
         base = commit.removesuffix("-dirty")
-        dirty = commit.endswith("-dirty")
+        # a summary built from records of uncommitted code is as dirty as they are, whatever its own commit says
+        dirty_rows = [c for c in nested_commits(record) if c.endswith("-dirty")]
+        dirty = commit.endswith("-dirty") or bool(dirty_rows)
         exists = commit_exists(base)
         if record.get("script") and record["script"] != script and folders:
             problems.append(f"says script {record['script']!r} but lies in the folder of {script!r}")
         if dirty and not legacy:
-            problems.append(f"written from uncommitted code ({commit}) but not in a {LEGACY}/ folder")
+            source = commit if commit.endswith("-dirty") else f"{commit}, embedding records from {dirty_rows[0]}"
+            problems.append(f"written from uncommitted code ({source}) but not in a {LEGACY}/ folder")
         if not exists:
             problems.append(f"its commit {base or '(none)'!r} is not in the history")
         out.append(dict(name=name, script=script, commit=commit or "(none)", base=base or "(none)", legacy=legacy,

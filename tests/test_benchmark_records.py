@@ -163,6 +163,17 @@ def test_index_check_flags_dirty_records_outside_legacy_and_missing_commits(tmp_
     legacy = text.split("## Legacy records from uncommitted code (not reproducible exactly)")[1]
     assert f"| [ensc_fast/legacy/dirty](ensc_fast/legacy/dirty.json) | `ensc_fast.py` | `{head}` |" in legacy
 
+    # a summary whose own commit is clean but which embeds rows written from uncommitted code
+    summary = tmp_path / "scale" / "summary.json"
+    summary.parent.mkdir()
+    summary.write_text(json.dumps({"commit": head, "date": "2026-11-30T00:00:00+00:00",
+                                   "rows": [{"n": 10, "commit": head}, {"n": 20, "commit": f"{head}-dirty"}]}))
+    index.main(["--results-dir", str(tmp_path)])
+    rc, err = _check(index, tmp_path, capsys)
+    assert rc == 1 and f"scale/summary.json: written from uncommitted code ({head}, embedding records from {head}-dirty)" in err
+    summary.unlink()
+    index.main(["--results-dir", str(tmp_path)])
+
     # a commit that is not in the history, in or out of legacy/
     for rel, commit in (("table3/ghost", "0" * 40), ("table3/legacy/ghost", "0" * 40 + "-dirty")):
         path = _record(tmp_path, rel, commit)
