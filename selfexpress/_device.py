@@ -35,7 +35,8 @@ import contextlib
 import os
 import warnings
 
-__all__ = ["resolve_device", "device_property", "configure_tf32", "tf32_enabled", "device_name", "CUDA_HINT",
+__all__ = ["resolve_device", "device_property", "configure_tf32", "tf32_enabled", "ieee_float32", "device_name",
+           "CUDA_HINT",
            "AUTOCAST_MODES", "autocast_mode", "autocast_dtype", "autocast_context", "float32_region", "as_float32"]
 
 #: the fix named by every "no CUDA" error (the README's GPU section gives the exact command)
@@ -112,6 +113,27 @@ def configure_tf32(enable=None, device=None):
     torch.backends.cuda.matmul.allow_tf32 = bool(enable)
     torch.backends.cudnn.allow_tf32 = bool(enable)
     return bool(enable)
+
+
+@contextlib.contextmanager
+def ieee_float32(device):
+    """Within the block, float32 matmuls on ``device`` (when CUDA) are IEEE float32, TF32 off; restored after.
+
+    For solvers whose correctness rests on float32 rounding-error bounds (EnSC's oracle and support search): TF32
+    keeps about 10 bits of mantissa in the products, which those bounds do not allow. A no-op off CUDA.
+    """
+    import torch
+
+    dev = torch.device(device)
+    if dev.type != "cuda":
+        yield
+        return
+    was = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = was
 
 
 def device_name(device="auto") -> str:

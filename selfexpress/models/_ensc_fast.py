@@ -30,7 +30,7 @@ import time
 import numpy as np
 import torch
 
-from .ensc import _ActiveSetSolver, _median, _single_thread
+from .ensc import _ActiveSetSolver, _median, _on_device, _single_thread
 
 __all__ = ["top_correlated", "restricted_elastic_net"]
 
@@ -181,9 +181,10 @@ def top_correlated(X, k, *, block_size=2048, return_info=False):
     if not 1 <= k <= N - 1:
         raise ValueError(f"k must be in [1, n_samples - 1] = [1, {N - 1}], got {k}")
     kk = min(k + _MARGIN, N - 1)
-    vals, idx, n_cand = _search_float32(X, kk, block_size)
-    with _single_thread():
-        return _exact_sets(X, k, kk, vals, idx, n_cand, return_info)
+    with _on_device(X.device):  # everything on X's device
+        vals, idx, n_cand = _search_float32(X, kk, block_size)
+        with _single_thread():
+            return _exact_sets(X, k, kk, vals, idx, n_cand, return_info)
 
 
 def _exact_sets(X, k, kk, vals, idx, n_cand, return_info):
@@ -246,7 +247,7 @@ def _exact_sets(X, k, kk, vals, idx, n_cand, return_info):
 
 
 def restricted_elastic_net(X, *, gamma, tau, gamma_nz, support_size, tol, block_size, oracle_passes=0,
-                           oracle_dtype="auto", verbose=False):
+                           oracle_dtype="auto", device="cpu", verbose=False):
     """Restricted EnSC coefficients (see the module docstring): ``(C csr (N, N), info dict)``.
 
     ``oracle_passes = R > 0`` (``algorithm="refined"``): after the restricted solves, R times: one oracle pass
@@ -256,14 +257,16 @@ def restricted_elastic_net(X, *, gamma, tau, gamma_nz, support_size, tol, block_
 
     ``info``: ``support_size``, ``n_inexact`` (rows whose restricted solve did not finish even with the float64
     Gram), ``n_certified``, per-stage ``times`` (``support_search``, ``solve``, ``oracle``), per-round statistics
-    and the search counters (``candidates_merged``, ``rows_reranked``, ``rows_full_float64``).
+    and the search counters (``candidates_merged``, ``rows_reranked``, ``rows_full_float64``). ``device``: where
+    the solvers run (a torch device; ``C`` is a CPU CSR either way).
     """
-    solver = _RestrictedSolver(X, gamma=gamma, tau=tau, gamma_nz=gamma_nz, support_size=support_size,
-                               max_rounds=0, tol=tol, block_size=block_size, oracle_dtype=oracle_dtype,
-                               device="cpu", verbose=verbose)
-    solver.oracle_passes = int(oracle_passes)
-    solver.run()
-    C = solver.to_csr()
+    with _on_device(device):
+        solver = _RestrictedSolver(X, gamma=gamma, tau=tau, gamma_nz=gamma_nz, support_size=support_size,
+                                   max_rounds=0, tol=tol, block_size=block_size, oracle_dtype=oracle_dtype,
+                                   device=device, verbose=verbose)
+        solver.oracle_passes = int(oracle_passes)
+        solver.run()
+        C = solver.to_csr()
     info = dict(solver.stats)
     info["times"] = {k: round(v, 3) for k, v in info["times"].items()}
     info["support_size"] = int(solver.K0)

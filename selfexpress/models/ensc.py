@@ -55,6 +55,7 @@ against the whole dictionary). It computes the same (unique) solution and is the
 
 from __future__ import annotations
 
+import contextlib
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -109,6 +110,17 @@ class _single_thread:
 
     def __exit__(self, *exc):
         torch.set_num_threads(self.n)
+
+
+@contextlib.contextmanager
+def _on_device(device):
+    """The solvers' one place for the device: every tensor they create without naming a device lands on
+    ``device`` (torch's device context, per thread), and float32 matmuls there are IEEE (no TF32: the oracle's
+    rounding-error bounds assume float32)."""
+    from .._device import ieee_float32
+
+    with torch.device(device), ieee_float32(device):
+        yield
 
 
 def _gather_rows(X, idx):
@@ -297,11 +309,13 @@ class _ActiveSetSolver:
         self.max_rounds, self.tol = int(max_rounds), float(tol)
         self.block = int(block_size)
         self.solve_block = max(64, min(1024, self.block))
-        self.oracle_dtype = torch.bfloat16 if _resolve_oracle_dtype(oracle_dtype) == "bfloat16" else torch.float32
+        self.oracle_dtype = (torch.bfloat16 if _resolve_oracle_dtype(oracle_dtype, self.device) == "bfloat16"
+                             else torch.float32)
         self.Xo = self.X.to(self.oracle_dtype) if self.oracle_dtype != torch.float32 else self.X
         self.xnorm_max = float(self.X.norm(dim=1).max())
         self.verbose = verbose
-        self.n_workers = max(1, torch.get_num_threads())
+        # the CPU solves blocks in parallel threads; on a GPU one stream of batched solves
+        self.n_workers = max(1, torch.get_num_threads()) if self.device.type == "cpu" else 1
         self.stats = {"rounds": [], "times": {}}
 
     def _log(self, msg):
@@ -398,6 +412,10 @@ class _ActiveSetSolver:
         self._tick("solve", t0)
 
     def _solve_block(self, job):
+        with _on_device(self.device):  # worker threads do not inherit the caller's device context
+            return self._solve_block_here(job)
+
+    def _solve_block_here(self, job):
         p, k, strict = job
         atoms = self.supp[p, :k]
         y32 = self.X[p]
@@ -607,8 +625,8 @@ class _ActiveSetSolver:
     def to_csr(self):
         N = self.N
         kmax = self.supp.shape[1]
-        c = self.coef.numpy()
-        s = self.supp.numpy()
+        c = self.coef.cpu().numpy()
+        s = self.supp.cpu().numpy()
         mask = (c != 0) & (s >= 0)
         rows = np.repeat(np.arange(N), kmax).reshape(N, kmax)[mask]
         return sp.csr_matrix((c[mask], (rows, s[mask])), shape=(N, N))
@@ -715,9 +733,11 @@ def _cpu_has_native_bf16():
     return any(f in flags.split() for f in ("avx512_bf16", "amx_bf16"))
 
 
-def _resolve_oracle_dtype(oracle_dtype):
+def _resolve_oracle_dtype(oracle_dtype, device="cpu"):
+    """"auto": bfloat16 on CPUs that have it natively, float32 elsewhere (and on CUDA, where the float32 oracle
+    with TF32 off is already fast and its error band narrow)."""
     if oracle_dtype == "auto":
-        return "bfloat16" if _cpu_has_native_bf16() else "float32"
+        return "bfloat16" if torch.device(device).type == "cpu" and _cpu_has_native_bf16() else "float32"
     return oracle_dtype
 
 
@@ -750,9 +770,20 @@ def elastic_net_coef(X, gamma=50.0, tau=0.9, gamma_nz=True, algorithm="active_se
     the re-solved ones not). With ``return_info`` also returns a dict: ``algorithm`` (the one that ran),
     ``guarantee`` ("certified", "partial" or "restricted"), ``n_uncertified``, ``certified_fraction``, per-round
     statistics and per-stage times.
+
+    ``device`` ("cpu", "cuda", "cuda:N", "auto" or a torch.device): where the batched solvers run (every tensor they
+    make lands there; TF32 is off inside them). ``"per_point"`` runs on the CPU only. The result is a CPU CSR.
     """
     if algorithm not in ("active_set", "refined", "restricted", "per_point"):
         raise ValueError(f"algorithm must be 'active_set', 'refined', 'restricted' or 'per_point', got {algorithm!r}")
+    from .._device import resolve_device
+
+    device = resolve_device(device)
+    if algorithm == "per_point" and device.type != "cpu":
+        raise ValueError(f"algorithm='per_point' (the reference-style numpy solver) runs on the CPU only, "
+                         f"device={str(device)!r} was given; use device='cpu' or a batched algorithm")
+    if device.type == "meta":
+        raise ValueError("the EnSC solvers need a device that holds data: 'cpu', 'cuda' or 'auto', not 'meta'")
     X = np.asarray(X, dtype=np.float32)
     N = X.shape[0]
     t0 = time.perf_counter()
@@ -765,17 +796,18 @@ def elastic_net_coef(X, gamma=50.0, tau=0.9, gamma_nz=True, algorithm="active_se
         C, info = restricted_elastic_net(X, gamma=gamma, tau=tau, gamma_nz=gamma_nz,
                                          support_size=min(int(support_size), N - 1), tol=tol,
                                          block_size=block_size, oracle_passes=passes, oracle_dtype=oracle_dtype,
-                                         verbose=verbose)
+                                         device=device, verbose=verbose)
         n_cert = info.pop("n_certified")
         info.update(algorithm="refined" if passes else "restricted", guarantee="partial" if passes else "restricted",
                     oracle_passes=passes, n_uncertified=N - n_cert, certified_fraction=n_cert / N,
                     seconds=time.perf_counter() - t0)
         return (C, info) if return_info else C
     if algorithm == "active_set":
-        solver = _ActiveSetSolver(X, gamma=gamma, tau=tau, gamma_nz=gamma_nz, support_size=support_size,
-                                  max_rounds=max_rounds, tol=tol, block_size=block_size, oracle_dtype=oracle_dtype,
-                                  device=device, verbose=verbose).run()
-        C = solver.to_csr()
+        with _on_device(device):
+            solver = _ActiveSetSolver(X, gamma=gamma, tau=tau, gamma_nz=gamma_nz, support_size=support_size,
+                                      max_rounds=max_rounds, tol=tol, block_size=block_size,
+                                      oracle_dtype=oracle_dtype, device=device, verbose=verbose).run()
+            C = solver.to_csr()
         n_cert = int(solver.certified.sum())
         info = dict(solver.stats)
         info["times"] = {k: round(v, 3) for k, v in info["times"].items()}
@@ -833,7 +865,11 @@ class ElasticNetSubspaceClustering(SelfExpressiveClustering):
         emulated and ~8x slower). The certificate stays exact either way (error bound and float64 rechecks).
     affinity, n_neighbors, n_components, n_init, normalize, random_state : see :class:`SelfExpressiveClustering`.
     verbose : bool, print one line per oracle round (per-point: a progress bar).
-    device : str, torch device of the solvers: "cpu" or "auto" (= the CPU; other devices raise ValueError for now).
+    device : str or torch.device, default "auto", where the batched solvers run: "auto" (CUDA when torch sees it,
+        else the CPU), "cpu", "cuda", "cuda:N". Every solver tensor lives there and TF32 is off inside the
+        solvers (the certificate's error bounds assume IEEE float32); the support search, the solves and the oracle
+        are dense linear algebra. The graph and spectral steps run on the CPU (sparse). "cuda" without CUDA: a
+        ``ValueError`` naming the fix. ``algorithm="per_point"`` runs on the CPU only.
 
     Fitted attributes: ``coef_``, ``affinity_``, ``labels_``, ``timings_`` (``coef`` is split further in
     ``solver_info_["times"]``), ``algorithm_`` (the algorithm that ran), ``guarantee_`` ("certified": rows
@@ -861,7 +897,7 @@ class ElasticNetSubspaceClustering(SelfExpressiveClustering):
     def __init__(self, n_clusters=8, *, gamma=50.0, tau=0.9, gamma_nz=True, algorithm="auto", support_size=None,
                  max_rounds=20, tol=1e-3, n_nonzero=None, block_size=2048, oracle_dtype="auto",
                  affinity="symmetric", n_neighbors=3, n_components=None, n_init=20, normalize=True,
-                 random_state=None, verbose=False, device="cpu", oracle_passes=1):
+                 random_state=None, verbose=False, device="auto", oracle_passes=1):
         self.n_clusters = n_clusters
         self.gamma = gamma
         self.tau = tau
@@ -902,13 +938,15 @@ class ElasticNetSubspaceClustering(SelfExpressiveClustering):
         check_positive(self.block_size, "block_size", integer=True)
         if self.oracle_dtype not in ("auto", "bfloat16", "float32"):
             raise ValueError(f"oracle_dtype must be 'auto', 'bfloat16' or 'float32', got {self.oracle_dtype!r}")
-        if isinstance(self.device, str) and self.device == "auto":
-            return  # the solvers run on the CPU: "auto" (the other estimators' default) means the CPU here
         from .._device import resolve_device
 
-        if resolve_device(self.device).type != "cpu":  # ValueError for a malformed device or CUDA without CUDA
-            raise ValueError(f"the EnSC solvers run on the CPU only for now (device={self.device!r} was given); "
-                             "use device='cpu' or 'auto'")
+        device = resolve_device(self.device)  # ValueError for a malformed device or CUDA without CUDA
+        if self.algorithm == "per_point" and device.type != "cpu":
+            raise ValueError(f"algorithm='per_point' (the reference-style numpy solver) runs on the CPU only, "
+                             f"device={self.device!r} was given; use device='cpu' or a batched algorithm")
+        if device.type == "meta":
+            raise ValueError("EnSC needs a device that holds data: device='cpu', 'cuda' or 'auto', not 'meta'")
+        return device
 
     def _check_common(self, X):
         self._check_params()
@@ -948,10 +986,13 @@ class ElasticNetSubspaceClustering(SelfExpressiveClustering):
 
     def _fit_coef(self, X):
         algo, K = self._resolve(X.shape[0])
+        from .._device import resolve_device
+
         C, info = elastic_net_coef(
             X, gamma=self.gamma, tau=self.tau, gamma_nz=self.gamma_nz, algorithm=algo,
             support_size=K, max_rounds=self.max_rounds, tol=self.tol, block_size=self.block_size,
-            oracle_dtype=self.oracle_dtype, device="cpu", verbose=self.verbose, return_info=True,
+            oracle_dtype=self.oracle_dtype, device=resolve_device(self.device), verbose=self.verbose,
+            return_info=True,
             oracle_passes=self.oracle_passes,
         )
         self.algorithm_ = info["algorithm"]
