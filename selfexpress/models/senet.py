@@ -711,7 +711,7 @@ class SENet(SelfExpressiveClustering):
 
             t0 = time.perf_counter()
             teacher_coef = ElasticNetSubspaceClustering(
-                n_clusters=2, gamma=gamma, tau=lmbd, gamma_nz=False, normalize=False,
+                n_clusters=2, gamma=gamma, tau=lmbd, gamma_nz=False, normalize=False, device=self._device,
                 verbose=self.verbose).fit_coef(Xtr).coef_.tocsr()
             self.timings_["teacher"] = time.perf_counter() - t0
             # the sampled atoms come from the trainer's forked torch RNG (seeded, and restored from a checkpoint:
