@@ -86,19 +86,21 @@ class Curve:
 
 
 def cluster_full(model, X, y, n_nonzero, seed):
-    """Cluster all of ``X`` from the trained model's coefficients (every point against every point)."""
+    """Cluster all of ``X`` from the trained model's coefficients (every point against every point) into as many
+    clusters as ``y`` has labels."""
     from selfexpress.cluster import spectral_clustering
     from selfexpress.graph import affinity_from_coef
     from selfexpress.metrics import evaluate
 
     out = {"n_samples": int(len(y))}
+    n_clusters = len(np.unique(y))
     t0 = time.perf_counter()
     C = model.self_expressive_coefficients(X, X, n_nonzero=n_nonzero)
     out["coef_seconds"] = round(time.perf_counter() - t0, 1)
     out["nnz_per_row"] = round(C.nnz / C.shape[0], 1)
     for graph in ("symmetric", "knn"):
         t1 = time.perf_counter()
-        lab = spectral_clustering(affinity_from_coef(C, graph, n_neighbors=3), 10, n_components=15,
+        lab = spectral_clustering(affinity_from_coef(C, graph, n_neighbors=3), n_clusters, n_components=15,
                                   random_state=seed)
         out[f"spectral_seconds_{graph}"] = round(time.perf_counter() - t1, 1)
         m = evaluate(y, lab)
