@@ -123,6 +123,21 @@ def _on_device(device):
         yield
 
 
+def _solver_device(device, algorithm):
+    """The torch.device the solvers of ``algorithm`` run on: ``device`` resolved (``ValueError`` for a malformed
+    one or CUDA without CUDA), refusing 'meta' (no data) and ``"per_point"`` (numpy) off the CPU."""
+    from .._device import resolve_device
+
+    dev = resolve_device(device)
+    if algorithm == "per_point" and dev.type != "cpu":
+        raise ValueError(f"algorithm='per_point' (the reference-style numpy solver) runs on the CPU only, "
+                         f"device={str(device)!r} was given; use device='cpu' or a batched algorithm")
+    if dev.type == "meta":
+        raise ValueError("the EnSC solvers need a device that holds data: device='cpu', 'cuda' or 'auto', "
+                         "not 'meta'")
+    return dev
+
+
 def _gather_rows(X, idx):
     """``X[idx]`` for an index tensor with -1 padding (padded rows are zero)."""
     out = X[idx.clamp(min=0)]
@@ -776,14 +791,7 @@ def elastic_net_coef(X, gamma=50.0, tau=0.9, gamma_nz=True, algorithm="active_se
     """
     if algorithm not in ("active_set", "refined", "restricted", "per_point"):
         raise ValueError(f"algorithm must be 'active_set', 'refined', 'restricted' or 'per_point', got {algorithm!r}")
-    from .._device import resolve_device
-
-    device = resolve_device(device)
-    if algorithm == "per_point" and device.type != "cpu":
-        raise ValueError(f"algorithm='per_point' (the reference-style numpy solver) runs on the CPU only, "
-                         f"device={str(device)!r} was given; use device='cpu' or a batched algorithm")
-    if device.type == "meta":
-        raise ValueError("the EnSC solvers need a device that holds data: 'cpu', 'cuda' or 'auto', not 'meta'")
+    device = _solver_device(device, algorithm)
     X = np.asarray(X, dtype=np.float32)
     N = X.shape[0]
     t0 = time.perf_counter()
@@ -938,15 +946,7 @@ class ElasticNetSubspaceClustering(SelfExpressiveClustering):
         check_positive(self.block_size, "block_size", integer=True)
         if self.oracle_dtype not in ("auto", "bfloat16", "float32"):
             raise ValueError(f"oracle_dtype must be 'auto', 'bfloat16' or 'float32', got {self.oracle_dtype!r}")
-        from .._device import resolve_device
-
-        device = resolve_device(self.device)  # ValueError for a malformed device or CUDA without CUDA
-        if self.algorithm == "per_point" and device.type != "cpu":
-            raise ValueError(f"algorithm='per_point' (the reference-style numpy solver) runs on the CPU only, "
-                             f"device={self.device!r} was given; use device='cpu' or a batched algorithm")
-        if device.type == "meta":
-            raise ValueError("EnSC needs a device that holds data: device='cpu', 'cuda' or 'auto', not 'meta'")
-        return device
+        _solver_device(self.device, self.algorithm)  # refused at the door of fit, before any work
 
     def _check_common(self, X):
         self._check_params()
@@ -986,12 +986,10 @@ class ElasticNetSubspaceClustering(SelfExpressiveClustering):
 
     def _fit_coef(self, X):
         algo, K = self._resolve(X.shape[0])
-        from .._device import resolve_device
-
         C, info = elastic_net_coef(
             X, gamma=self.gamma, tau=self.tau, gamma_nz=self.gamma_nz, algorithm=algo,
             support_size=K, max_rounds=self.max_rounds, tol=self.tol, block_size=self.block_size,
-            oracle_dtype=self.oracle_dtype, device=resolve_device(self.device), verbose=self.verbose,
+            oracle_dtype=self.oracle_dtype, device=self.device, verbose=self.verbose,
             return_info=True,
             oracle_passes=self.oracle_passes,
         )
