@@ -47,10 +47,6 @@ class Curve:
         return time.perf_counter() - self.t_start - self.eval_seconds
 
     def evaluate(self, iteration, logs):
-        from selfexpress.cluster import spectral_clustering
-        from selfexpress.graph import affinity_from_coef
-        from selfexpress.metrics import evaluate
-
         t0 = time.perf_counter()
         train_s = self.train_seconds()
         module = self.model.module_
@@ -63,10 +59,7 @@ class Curve:
                  "rec": float(logs["rec"]), "reg": float(logs["reg"])}  # batch means per point
         if "active" in logs:  # algorithm="key_cache": share of keys the last step recomputed with grad
             point["active"] = round(float(logs["active"]), 4)
-        for graph in ("symmetric", "knn"):
-            lab = spectral_clustering(affinity_from_coef(C, graph, n_neighbors=3), 10, n_components=15,
-                                      random_state=self.seed)
-            m = evaluate(self.yte, lab, coef=C if graph == "symmetric" else None)
+        for graph, (m, _seconds) in cluster_by_graph(C, self.yte, self.seed, sre=True).items():
             point[f"acc_{graph}"] = round(float(m["acc"]), 4)
             point[f"nmi_{graph}"] = round(float(m["nmi"]), 4)
             if "sre" in m:
@@ -85,25 +78,35 @@ class Curve:
         return None
 
 
-def cluster_full(model, X, y, n_nonzero, seed):
-    """Cluster all of ``X`` from the trained model's coefficients (every point against every point) into as many
-    clusters as ``y`` has labels."""
+def cluster_by_graph(C, y, seed, sre=False):
+    """Spectral clustering of the coefficients ``C`` under both graphs (|C|+|C^T| and the 3-NN graph over rows of
+    C; 15 eigenvectors, as many clusters as ``y`` has labels): ``{graph: (metrics, seconds)}``; ``sre``: the
+    symmetric graph's metrics also score C itself (subspace-preserving error)."""
     from selfexpress.cluster import spectral_clustering
     from selfexpress.graph import affinity_from_coef
     from selfexpress.metrics import evaluate
 
-    out = {"n_samples": int(len(y))}
     n_clusters = len(np.unique(y))
+    out = {}
+    for graph in ("symmetric", "knn"):
+        t0 = time.perf_counter()
+        lab = spectral_clustering(affinity_from_coef(C, graph, n_neighbors=3), n_clusters, n_components=15,
+                                  random_state=seed)
+        seconds = time.perf_counter() - t0
+        out[graph] = (evaluate(y, lab, coef=C if sre and graph == "symmetric" else None), seconds)
+    return out
+
+
+def cluster_full(model, X, y, n_nonzero, seed):
+    """Cluster all of ``X`` from the trained model's coefficients (every point against every point) into as many
+    clusters as ``y`` has labels."""
+    out = {"n_samples": int(len(y))}
     t0 = time.perf_counter()
     C = model.self_expressive_coefficients(X, X, n_nonzero=n_nonzero)
     out["coef_seconds"] = round(time.perf_counter() - t0, 1)
     out["nnz_per_row"] = round(C.nnz / C.shape[0], 1)
-    for graph in ("symmetric", "knn"):
-        t1 = time.perf_counter()
-        lab = spectral_clustering(affinity_from_coef(C, graph, n_neighbors=3), n_clusters, n_components=15,
-                                  random_state=seed)
-        out[f"spectral_seconds_{graph}"] = round(time.perf_counter() - t1, 1)
-        m = evaluate(y, lab)
+    for graph, (m, seconds) in cluster_by_graph(C, y, seed).items():
+        out[f"spectral_seconds_{graph}"] = round(seconds, 1)
         out.update({f"{k}_{graph}": round(float(m[k]), 4) for k in ("acc", "nmi", "ari")})
     print(f"[full] {out}", flush=True)
     return out
