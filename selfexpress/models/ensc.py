@@ -116,10 +116,15 @@ class _single_thread:
 def _on_device(device):
     """The solvers' one place for the device: every tensor they create without naming a device lands on
     ``device`` (torch's device context, per thread), and float32 matmuls there are IEEE (no TF32: the oracle's
-    rounding-error bounds assume float32)."""
+    rounding-error bounds assume float32). Where ``device`` already is the thread's default (the CPU, usually),
+    torch's device context is not entered: it intercepts every torch call in Python and cost 15 % of a refined
+    EnSC fit on the CPU."""
     from .._device import ieee_float32
 
-    with torch.device(device), ieee_float32(device):
+    dev = torch.device(device)
+    cur = torch.get_default_device()
+    here = cur.type == dev.type and (dev.index is None or cur.index == dev.index)
+    with (contextlib.nullcontext() if here else dev), ieee_float32(dev):
         yield
 
 
@@ -139,11 +144,9 @@ def _solver_device(device, algorithm):
 
 
 def _gather_rows(X, idx):
-    """``X[idx]`` for an index tensor with -1 padding (padded rows are zero)."""
-    out = X[idx.clamp(min=0)]
-    if bool((idx < 0).any()):
-        out = out * (idx >= 0).unsqueeze(-1).to(out.dtype)
-    return out
+    """``X[idx]`` for an index tensor ``idx`` of any shape (``index_select``: on the CPU three times faster than
+    advanced indexing)."""
+    return torch.index_select(X, 0, idx.reshape(-1)).view(*idx.shape, X.shape[1])
 
 
 def _compact(A):
@@ -252,7 +255,8 @@ def _refine(c, G, atoms, y64, X, at, l2, n_refine=2, sub=256):
             continue
         vf = valid.to(torch.float64)
         ids = torch.gather(atoms[sl], 1, pos)
-        XA = _gather_rows(X, torch.where(valid, ids, torch.full_like(ids, -1))).to(torch.float64)
+        # padded positions gather atom 0: harmless, their coefficients and residual products are masked to zero
+        XA = _gather_rows(X, torch.where(valid, ids, torch.zeros_like(ids))).to(torch.float64)
         cA = torch.gather(cb, 1, pos) * vf
         sA = torch.sign(cA)
         atb, l2b = at[sl].unsqueeze(1), l2[sl].unsqueeze(1)
@@ -438,12 +442,15 @@ class _ActiveSetSolver:
         dt = torch.float64 if strict else torch.float32
         G = torch.empty(p.numel(), k, k, dtype=dt)
         b = torch.empty(p.numel(), k, dtype=dt)
+        # the point's own row after its atoms: one product gives the Gram (first k rows) and b (the last row)
+        rows = torch.cat([atoms, p.unsqueeze(1)], 1)
         for t0_ in range(0, p.numel(), 256):
             sl = slice(t0_, min(p.numel(), t0_ + 256))
-            XS = self.X[atoms[sl]].to(dt)
-            G[sl] = torch.bmm(XS, XS.transpose(1, 2))
-            b[sl] = torch.bmm(XS, y32[sl].to(dt).unsqueeze(2)).squeeze(2)
-            del XS
+            XS = _gather_rows(self.X, rows[sl]).to(dt)
+            Gb = torch.bmm(XS, XS[:, :k].transpose(1, 2))
+            G[sl] = Gb[:, :k]
+            b[sl] = Gb[:, k]
+            del XS, Gb
         al = self.alpha[p]
         at, l2 = al * self.tau, al * (1.0 - self.tau)
         return _solve_restricted(G, b, atoms, y32.double(), self.X, at, l2, self.coef[p, :k], tol=self.tol,
