@@ -187,8 +187,8 @@ def test_ensc_solvers_create_every_tensor_on_their_device(algorithm):
 
 
 def test_ensc_device_context_only_where_the_default_differs():
-    """torch's device context intercepts every torch call in Python (15 % of a refined fit on the CPU): the solvers
-    enter it only when their device is not already the thread's default."""
+    """torch's device context intercepts every torch call in Python (a cost on each of the solvers' many small ops):
+    the solvers enter it only when their device is not already the thread's default."""
     from torch.overrides import _get_current_function_mode_stack
     from torch.utils._device import DeviceContext
 

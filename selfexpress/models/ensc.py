@@ -117,8 +117,8 @@ def _on_device(device):
     """The solvers' one place for the device: every tensor they create without naming a device lands on
     ``device`` (torch's device context, per thread), and float32 matmuls there are IEEE (no TF32: the oracle's
     rounding-error bounds assume float32). Where ``device`` already is the thread's default (the CPU, usually),
-    torch's device context is not entered: it intercepts every torch call in Python and cost 15 % of a refined
-    EnSC fit on the CPU."""
+    torch's device context is not entered: it intercepts every torch call in Python, a cost paid on every one of
+    the solvers' many small ops."""
     from .._device import ieee_float32
 
     dev = torch.device(device)
