@@ -178,6 +178,12 @@ def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
     return round(2 * n ** 3 / best / 1e9, 1)
 
 
+def matmul_gflops_since(before: float) -> dict:
+    """``{"before", "after", "mean"}`` GFLOP/s: ``before`` (:func:`matmul_gflops` at the start of a run) and now."""
+    after = matmul_gflops()
+    return {"before": before, "after": after, "mean": round((before + after) / 2, 1)}
+
+
 def _refuse_early():
     """A benchmark script run from uncommitted code stops before it measures anything, not after."""
     script = Path(sys.argv[0]).resolve() if sys.argv and sys.argv[0] else None

@@ -37,7 +37,7 @@ import time
 
 import numpy as np
 
-from _common import DATA_DIR, REPO, Stages, matmul_gflops, peak_rss_mb, write_result  # noqa: E402
+from _common import DATA_DIR, REPO, Stages, matmul_gflops, matmul_gflops_since, peak_rss_mb, write_result  # noqa: E402
 
 GAMMA, TAU, N_COMPONENTS, N_INIT = 200.0, 0.9, 15, 20
 PAPER = {"mnist-full": {"acc": 0.980, "nmi": 0.945, "ari": 0.957}, "fashion-mnist-full": {"acc": 0.672}}
@@ -128,9 +128,7 @@ def run_dataset(name, K, resize, affinity, also, cold, rounds=0, seed=0, passes=
         mo = evaluate(y, lab)
         rec["other_affinities"][aff] = {"acc": mo["acc"], "nmi": mo["nmi"], "ari": mo["ari"],
                                         "graph_and_spectral_seconds": round(time.perf_counter() - t0, 3)}
-    gflops_after = matmul_gflops()
-    rec["matmul_gflops"] = {"before": gflops_before, "after": gflops_after,
-                            "mean": round((gflops_before + gflops_after) / 2, 1)}
+    rec["matmul_gflops"] = matmul_gflops_since(gflops_before)
     N, D = X.shape
     search_gflop = N * (N + 2048) / 2 * D * 2 / 1e9  # the symmetric sweep's products
     rec["search_gflop"] = round(search_gflop, 1)
@@ -201,7 +199,7 @@ def run_search_comparison(name, n, K, resize):
             t0 = time.perf_counter()
             res[k] = f()
             times[k].append(round(time.perf_counter() - t0, 3))
-    gflops_after = matmul_gflops()
+    gflops = matmul_gflops_since(gflops_before)
     ref = res["ours_symmetric_sweep"]
     same = {k: float(np.mean([set(a) == set(b) for a, b in zip(v, ref)])) for k, v in res.items()}
     rec = {"dataset": name, "n_samples": N, "n_features": D, "support_size": K, "features": {"resize": resize},
@@ -209,8 +207,7 @@ def run_search_comparison(name, n, K, resize):
            "seconds": times, "best_seconds": {k: min(v) for k, v in times.items()},
            "rows_with_the_same_set_as_ours": same,
            "gflop_full_product": round(2 * N * N * D / 1e9, 1),
-           "matmul_gflops": {"before": gflops_before, "after": gflops_after,
-                             "mean": round((gflops_before + gflops_after) / 2, 1)},
+           "matmul_gflops": gflops,
            "peak_rss_mb": round(peak_rss_mb(), 1)}
     print(json.dumps(rec, indent=1), flush=True)
     write_result(f"search_{name}_{resize}_n{N}_k{K}", rec)

@@ -34,7 +34,8 @@ import time
 
 import numpy as np
 
-from _common import CACHE_DIR, DATA_DIR, REPO, Stages, peak_rss_mb, write_result  # noqa: E402
+from _common import (CACHE_DIR, DATA_DIR, REPO, Stages, matmul_gflops, matmul_gflops_since, peak_rss_mb,  # noqa: E402
+                     write_result)
 
 os.environ.setdefault("SELFEXPRESS_CACHE_DIR", str(CACHE_DIR))
 
@@ -68,6 +69,7 @@ def run_dataset(name, support_size, block_size, max_rounds, seed=0):
     from selfexpress.models.ensc import elastic_net_coef
 
     st = Stages()
+    gflops_before = matmul_gflops()
     X, y, ftimes = _features(name, st)
     n_clusters = len(np.unique(y))
     with st("coef"):
@@ -95,6 +97,7 @@ def run_dataset(name, support_size, block_size, max_rounds, seed=0):
     rec["feature_load_timings"] = {k: round(float(v), 3) for k, v in (ftimes or {}).items()}
     rec["feature_compute_seconds"] = _feature_compute_seconds(name)
     rec["peak_rss_mb"] = round(peak_rss_mb(), 1)
+    rec["matmul_gflops"] = matmul_gflops_since(gflops_before)
     best = max(rec["affinities"], key=lambda k: rec["affinities"][k]["acc"])
     rec["best_affinity"] = best
     print(f"[{name}] coef {st.times['coef']} s, certified {info['certified_fraction']:.4f}, "
@@ -109,6 +112,7 @@ def run_per_point(n, support_size):
     from selfexpress.models.ensc import elastic_net_coef
 
     st = Stages()
+    gflops_before = matmul_gflops()
     X, _, _ = _features("mnist-test", st)
     X = X[:n]
     with st("active_set"):
@@ -121,7 +125,8 @@ def run_per_point(n, support_size):
            "speed_ratio_per_point_over_active_set": round(st.times["per_point"] / st.times["active_set"], 2),
            "certified_fraction": {"active_set": ia["certified_fraction"], "per_point": ip["certified_fraction"]},
            "max_abs_coef_difference": float(diff.max()), "max_abs_coef": float(abs(Cp).max()),
-           "rounds_active_set": ia["rounds"], "peak_rss_mb": round(peak_rss_mb(), 1)}
+           "rounds_active_set": ia["rounds"], "peak_rss_mb": round(peak_rss_mb(), 1),
+           "matmul_gflops": matmul_gflops_since(gflops_before)}
     print(f"[per-point {n}] active-set {st.times['active_set']} s, per-point {st.times['per_point']} s, ratio "
           f"{rec['speed_ratio_per_point_over_active_set']}, max |diff| {rec['max_abs_coef_difference']:.2e}",
           flush=True)
