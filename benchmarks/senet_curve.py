@@ -26,7 +26,7 @@ import time
 import numpy as np
 
 import _common  # noqa: F401  (sets sys.path)
-from _common import CACHE_DIR, DATA_DIR, matmul_gflops, matmul_gflops_since, peak_rss_mb, write_result
+from _common import CACHE_DIR, DATA_DIR, cluster_by_graph, matmul_gflops, matmul_gflops_since, peak_rss_mb, write_result
 from senet_real import PAPER, senet_arg_parser, senet_params
 
 
@@ -76,25 +76,6 @@ class Curve:
         if over and iteration < trainer.n_iter:
             trainer.n_iter = iteration  # the schedule keeps its length: a truncated run, as a time limit gives
         return None
-
-
-def cluster_by_graph(C, y, seed, sre=False):
-    """Spectral clustering of the coefficients ``C`` under both graphs (|C|+|C^T| and the 3-NN graph over rows of
-    C; 15 eigenvectors, as many clusters as ``y`` has labels): ``{graph: (metrics, seconds)}``; ``sre``: the
-    symmetric graph's metrics also score C itself (subspace-preserving error)."""
-    from selfexpress.cluster import spectral_clustering
-    from selfexpress.graph import affinity_from_coef
-    from selfexpress.metrics import evaluate
-
-    n_clusters = len(np.unique(y))
-    out = {}
-    for graph in ("symmetric", "knn"):
-        t0 = time.perf_counter()
-        lab = spectral_clustering(affinity_from_coef(C, graph, n_neighbors=3), n_clusters, n_components=15,
-                                  random_state=seed)
-        seconds = time.perf_counter() - t0
-        out[graph] = (evaluate(y, lab, coef=C if sre and graph == "symmetric" else None), seconds)
-    return out
 
 
 def cluster_full(model, X, y, n_nonzero, seed):
