@@ -184,11 +184,11 @@ def matmul_gflops_since(before: float) -> dict:
     return {"before": before, "after": after, "mean": round((before + after) / 2, 1)}
 
 
-def cluster_by_graph(C, y, seed, sre=False, n_init=20):
-    """Spectral clustering of the coefficients ``C`` under both graphs (|C|+|C^T| and the 3-NN graph over rows of
-    C; 15 eigenvectors, as many clusters as ``y`` has labels, k-means ``n_init``, ``random_state=seed``):
-    ``{graph: (metrics, seconds of graph and spectral step)}``; ``sre``: the symmetric graph's metrics also score C
-    itself (subspace-preserving error)."""
+def cluster_by_graph(C, y, seed, sre=False, n_init=20, graphs=("symmetric", "knn")):
+    """Spectral clustering of the coefficients ``C`` under ``graphs`` (default both: |C|+|C^T| and the 3-NN graph
+    over rows of C; 15 eigenvectors, as many clusters as ``y`` has labels, k-means ``n_init``,
+    ``random_state=seed``): ``{graph: (metrics, seconds of graph and spectral step)}``; ``sre``: the symmetric
+    graph's metrics also score C itself (subspace-preserving error)."""
     import numpy as np
 
     from selfexpress.cluster import spectral_clustering
@@ -197,7 +197,7 @@ def cluster_by_graph(C, y, seed, sre=False, n_init=20):
 
     n_clusters = len(np.unique(y))
     out = {}
-    for graph in ("symmetric", "knn"):
+    for graph in graphs:
         t0 = time.perf_counter()
         lab = spectral_clustering(affinity_from_coef(C, graph, n_neighbors=3), n_clusters, n_components=15,
                                   n_init=n_init, random_state=seed)

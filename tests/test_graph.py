@@ -5,7 +5,7 @@ import torch
 from sklearn.neighbors import kneighbors_graph
 from sklearn.preprocessing import normalize
 
-from selfexpress.graph import StreamingTopK, affinity_from_coef, knn_rows, topk_to_csr
+from selfexpress.graph import StreamingTopK, affinity_from_coef, keep_largest_per_row, knn_rows, topk_to_csr
 
 
 def _random_coef(n, density, seed, dtype=np.float64):
@@ -190,3 +190,17 @@ def test_streaming_topk_bad_input():
         st.update(torch.tensor([[np.nan], [1.0]]), 0)
     with pytest.raises(ValueError):
         StreamingTopK(0, 3)
+
+
+def test_keep_largest_per_row_hand_checked():
+    C = sp.csr_matrix(np.array([[0.0, -3.0, 1.0, 2.0],
+                                [0.5, 0.0, 0.0, 0.0],
+                                [1.0, -1.0, 0.0, 0.25]]))
+    K = keep_largest_per_row(C, 2).toarray()
+    # row 0: |-3| and 2 stay; row 1 has one entry; row 2: the tie |1| = |-1| keeps both, 0.25 goes
+    np.testing.assert_array_equal(K, [[0.0, -3.0, 0.0, 2.0], [0.5, 0.0, 0.0, 0.0], [1.0, -1.0, 0.0, 0.0]])
+    K1 = keep_largest_per_row(C, 1).toarray()
+    np.testing.assert_array_equal(K1, [[0.0, -3.0, 0.0, 0.0], [0.5, 0.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0]])
+    assert keep_largest_per_row(C, 3).nnz == C.nnz
+    with pytest.raises(ValueError, match="non-negative integer"):
+        keep_largest_per_row(C, -1)

@@ -8,13 +8,35 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-__all__ = ["StreamingTopK", "topk_to_csr"]
+__all__ = ["StreamingTopK", "keep_largest_per_row", "topk_to_csr"]
 
 
 def _to_numpy(a):
     if isinstance(a, torch.Tensor):
         return a.detach().cpu().numpy()
     return np.asarray(a)
+
+
+def keep_largest_per_row(C, k):
+    """The ``k`` largest-magnitude entries of every row of the sparse matrix ``C``, as a CSR.
+
+    Rows with at most ``k`` stored entries are kept whole; among equal magnitudes the entry stored first wins
+    (a stable sort), so the result is deterministic. Returns ``C`` itself (as CSR) when no row has more than ``k``.
+    """
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 0:
+        raise ValueError(f"k must be a non-negative integer, got {k!r}")
+    C = sp.csr_matrix(C) if not sp.isspmatrix_csr(C) else C
+    indptr, indices, data = C.indptr, C.indices, C.data
+    counts = np.diff(indptr)
+    if counts.max(initial=0) <= k:
+        return C
+    keep = np.ones(data.size, dtype=bool)
+    for i in np.flatnonzero(counts > k):
+        a, z = indptr[i], indptr[i + 1]
+        order = np.argsort(-np.abs(data[a:z]), kind="stable")
+        keep[a + order[k:]] = False
+    rows = np.repeat(np.arange(C.shape[0]), counts)
+    return sp.csr_matrix((data[keep], (rows[keep], indices[keep])), shape=C.shape)
 
 
 def topk_to_csr(values, indices, n_cols):

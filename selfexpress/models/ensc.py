@@ -65,6 +65,7 @@ import scipy.sparse as sp
 import torch
 
 from .._validation import check_fraction, check_positive
+from ..graph import keep_largest_per_row
 from .base import SelfExpressiveClustering
 
 __all__ = ["ElasticNetSubspaceClustering", "elastic_net_coef", "enet_alpha"]
@@ -763,22 +764,6 @@ def _resolve_oracle_dtype(oracle_dtype, device="cpu"):
     return oracle_dtype
 
 
-def _keep_largest(C, n_nonzero):
-    """Keep the ``n_nonzero`` largest-magnitude entries of every row of CSR ``C``."""
-    C = C.tocsr()
-    indptr, indices, data = C.indptr, C.indices, C.data
-    counts = np.diff(indptr)
-    if counts.max(initial=0) <= n_nonzero:
-        return C
-    keep = np.ones(data.size, dtype=bool)
-    for i in np.flatnonzero(counts > n_nonzero):
-        a, z = indptr[i], indptr[i + 1]
-        order = np.argsort(-np.abs(data[a:z]), kind="stable")
-        keep[a + order[n_nonzero:]] = False
-    rows = np.repeat(np.arange(C.shape[0]), counts)
-    return sp.csr_matrix((data[keep], (rows[keep], indices[keep])), shape=C.shape)
-
-
 def elastic_net_coef(X, gamma=50.0, tau=0.9, gamma_nz=True, algorithm="active_set", support_size=100,
                      max_rounds=20, tol=1e-3, block_size=2048, oracle_dtype="auto", device="cpu",
                      verbose=False, return_info=False, oracle_passes=1):
@@ -1009,5 +994,5 @@ class ElasticNetSubspaceClustering(SelfExpressiveClustering):
         if self.n_uncertified_ and self.verbose and self.guarantee_ == "certified":
             print(f"[EnSC] {self.n_uncertified_} point(s) not certified after {self.max_rounds} rounds")
         if self.n_nonzero is not None:
-            C = _keep_largest(C, int(self.n_nonzero))
+            C = keep_largest_per_row(C, int(self.n_nonzero))
         return C
