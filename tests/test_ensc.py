@@ -344,6 +344,24 @@ def test_restricted_equals_certified_when_support_covers_the_dictionary():
     assert on.max() < 1e-9 and off.max() <= 1 + 1e-9
 
 
+@pytest.mark.parametrize("algorithm", ["active_set", "refined"])
+def test_full_gram_gather_equals_batched_grams(monkeypatch, algorithm):
+    """Below ``_FULL_GRAM_MAX_N`` the restricted Grams are gathered from one X X^T; above, each block forms its own.
+    Refinement against the data makes both the same solution: equal to float64 rounding, same supports."""
+    import selfexpress.models.ensc as ensc
+
+    X, _ = _data(n_per=60, seed=17)  # 300 points
+    kw = dict(gamma=GAMMA, tau=TAU, tol=1e-9, algorithm=algorithm, support_size=25, oracle_passes=1,
+              return_info=True)
+    gathered, info = elastic_net_coef(X, **kw)
+    # the solver corrects a wrong Gram by float64 retries (strict rows): the gathered one must need none
+    assert all(r.get("retried", 0) == 0 and r.get("inexact", 0) == 0 for r in info["rounds"])
+    monkeypatch.setattr(ensc, "_FULL_GRAM_MAX_N", 0)
+    batched, _ = elastic_net_coef(X, **kw)
+    assert abs(gathered - batched).max() <= 1e-10 * abs(batched).max()
+    assert ((gathered != 0) != (batched != 0)).nnz == 0
+
+
 def test_restricted_closed_form_single_atom():
     """K = 1: c = soft(b, alpha tau) / (||x_j||^2 + alpha (1 - tau)) on the most correlated atom (closed form)."""
     X, _ = _data(n_per=20, seed=15)

@@ -80,6 +80,9 @@ _DEFAULT_SUPPORT_SIZE = 50
 # inputs rounded to bf16 (2^-9 each, so 2^-8 + 2^-18 on every product), fp32 accumulation (<= D * 2^-24 of the
 # absolute sum), output rounded to bf16 (2^-9 of |value| <= ||x|| ||r||): < 1.6 * 2^-8; 2^-7 leaves margin.
 _BF16_REL = 2.0 ** -7
+#: up to this many points the solvers form the float32 Gram X X^T once (at most 256 MiB) and gather each point's
+#: restricted Gram from it; above, each block of points gets its Gram from its own batched product
+_FULL_GRAM_MAX_N = 8192
 
 
 def enet_alpha(X, gamma, tau, gamma_nz=True):
@@ -334,6 +337,7 @@ class _ActiveSetSolver:
         self.Xo = self.X.to(self.oracle_dtype) if self.oracle_dtype != torch.float32 else self.X
         self.xnorm_max = float(self.X.norm(dim=1).max())
         self.verbose = verbose
+        self.gram = None  # the float32 X X^T when N <= _FULL_GRAM_MAX_N, formed by the first solve
         # the CPU solves blocks in parallel threads; on a GPU one stream of batched solves
         self.n_workers = max(1, torch.get_num_threads()) if self.device.type == "cpu" else 1
         self.stats = {"rounds": [], "times": {}}
@@ -407,6 +411,10 @@ class _ActiveSetSolver:
     # -- solve the restricted problems of a set of points ---------------------------------------------------------
     def solve(self, pts):
         t0 = time.perf_counter()
+        if self.gram is None and self.N <= _FULL_GRAM_MAX_N:
+            # one GEMM instead of one (K+1) x K batched product per point and per round: cheaper whenever N is not
+            # much larger than K^2, and every round gathers from it
+            self.gram = self.X @ self.X.T
         key = self.ksize[pts] * 2 + self.strict[pts].long()
         jobs = []
         for kk in torch.unique(key).tolist():
@@ -441,17 +449,22 @@ class _ActiveSetSolver:
         y32 = self.X[p]
         # strict points: the float32 Gram misled the restricted check or the active-set method; exact Gram
         dt = torch.float64 if strict else torch.float32
-        G = torch.empty(p.numel(), k, k, dtype=dt)
-        b = torch.empty(p.numel(), k, dtype=dt)
-        # the point's own row after its atoms: one product gives the Gram (first k rows) and b (the last row)
-        rows = torch.cat([atoms, p.unsqueeze(1)], 1)
-        for t0_ in range(0, p.numel(), 256):
-            sl = slice(t0_, min(p.numel(), t0_ + 256))
-            XS = _gather_rows(self.X, rows[sl]).to(dt)
-            Gb = torch.bmm(XS, XS[:, :k].transpose(1, 2))
-            G[sl] = Gb[:, :k]
-            b[sl] = Gb[:, k]
-            del XS, Gb
+        if self.gram is not None and not strict:
+            # gathered from the full Gram (refinement against the data makes the solution exact either way)
+            G = torch.take(self.gram, atoms.unsqueeze(2) * self.N + atoms.unsqueeze(1))
+            b = torch.take(self.gram, p.unsqueeze(1) * self.N + atoms)
+        else:
+            G = torch.empty(p.numel(), k, k, dtype=dt)
+            b = torch.empty(p.numel(), k, dtype=dt)
+            # the point's own row after its atoms: one product gives the Gram (first k rows) and b (the last row)
+            rows = torch.cat([atoms, p.unsqueeze(1)], 1)
+            for t0_ in range(0, p.numel(), 256):
+                sl = slice(t0_, min(p.numel(), t0_ + 256))
+                XS = _gather_rows(self.X, rows[sl]).to(dt)
+                Gb = torch.bmm(XS, XS[:, :k].transpose(1, 2))
+                G[sl] = Gb[:, :k]
+                b[sl] = Gb[:, k]
+                del XS, Gb
         al = self.alpha[p]
         at, l2 = al * self.tau, al * (1.0 - self.tau)
         return _solve_restricted(G, b, atoms, y32.double(), self.X, at, l2, self.coef[p, :k], tol=self.tol,
