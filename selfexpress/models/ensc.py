@@ -46,7 +46,8 @@ batched over blocks of points in torch:
    atoms fill more than 80 % of it, and only those points are solved again.
 
 The loop stops when every point is certified or after ``max_rounds`` rounds; ``n_uncertified_`` and
-``certified_fraction_`` report the outcome. Memory is O(N K + block N).
+``certified_fraction_`` report the outcome. Memory is O(N K + block N), plus the float32 Gram X X^T (4 N^2 bytes,
+at most 256 MiB) up to ``_FULL_GRAM_MAX_N`` = 8,192 points, where every restricted Gram is gathered from it.
 
 ``algorithm="per_point"`` is the plain reference-style solver, one point at a time (scikit-learn coordinate
 descent on the restricted problem, the same exact sign-pattern step in numpy float64, the oracle in float64
@@ -978,15 +979,19 @@ class ElasticNetSubspaceClustering(SelfExpressiveClustering):
             return [(8 * N * D + 64 * N, f"the EnSC per-point solver on {N} x {D} float64 data",
                      "reduce n_samples or n_features (e.g. PCA)")]
         B = min(int(self.block_size), N)
+        gram = 4 * N * N if N <= _FULL_GRAM_MAX_N else 0  # the gathered-Gram path (see _ActiveSetSolver.solve)
+        gram_txt = f", float32 Gram {N} x {N}" if gram else ""
         if algo in ("restricted", "refined"):
             # support sweep: tile + mask 5 B N, lists 40 N (K + 8); the solves: float64 residuals and coefficients
             # 16 N (D + K); the oracle pass: a B x N tile and a padded copy of the data (8 B N + 4 N D at most)
-            return [(5 * B * N + 40 * N * (K + 8) + 28 * N * D + 16 * N * K + 8 * max(64, min(1024, B)) * K * K,
-                     f"{algo} EnSC on {N} points (block_size x n_samples tiles {B} x {N}, supports {N} x {K})",
+            return [(5 * B * N + 40 * N * (K + 8) + 28 * N * D + 16 * N * K + 8 * max(64, min(1024, B)) * K * K
+                     + gram,
+                     f"{algo} EnSC on {N} points (block_size x n_samples tiles {B} x {N}, supports {N} x {K}"
+                     f"{gram_txt})",
                      f"lower block_size (now {self.block_size})")]
-        return [(6 * B * N + 16 * N * K + 14 * N * D + 8 * max(64, min(1024, B)) * K * K,
+        return [(6 * B * N + 16 * N * K + 14 * N * D + 8 * max(64, min(1024, B)) * K * K + gram,
                  f"the EnSC active-set solver on {N} points (block_size x n_samples tiles {B} x {N}, "
-                 f"n_samples x support_size supports {N} x {K})",
+                 f"n_samples x support_size supports {N} x {K}{gram_txt})",
                  f"lower block_size (now {self.block_size}) or support_size (now {self.support_size or 100})")]
 
     def _fit_coef(self, X):
