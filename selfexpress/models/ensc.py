@@ -86,6 +86,11 @@ _BF16_REL = 2.0 ** -7
 _FULL_GRAM_MAX_N = 8192
 
 
+def _gathers_gram(n_samples):
+    """Whether the solvers on ``n_samples`` points gather their restricted Grams from one float32 X X^T."""
+    return n_samples <= _FULL_GRAM_MAX_N
+
+
 def enet_alpha(X, gamma, tau, gamma_nz=True):
     """Per-point penalty ``alpha`` (float64, shape (n,)) of EnSC for data ``X`` (rows are points).
 
@@ -412,7 +417,7 @@ class _ActiveSetSolver:
     # -- solve the restricted problems of a set of points ---------------------------------------------------------
     def solve(self, pts):
         t0 = time.perf_counter()
-        if self.gram is None and self.N <= _FULL_GRAM_MAX_N:
+        if self.gram is None and _gathers_gram(self.N):
             # one GEMM instead of one (K+1) x K batched product per point and per round: cheaper whenever N is not
             # much larger than K^2, and every round gathers from it
             self.gram = self.X @ self.X.T
@@ -979,7 +984,7 @@ class ElasticNetSubspaceClustering(SelfExpressiveClustering):
             return [(8 * N * D + 64 * N, f"the EnSC per-point solver on {N} x {D} float64 data",
                      "reduce n_samples or n_features (e.g. PCA)")]
         B = min(int(self.block_size), N)
-        gram = 4 * N * N if N <= _FULL_GRAM_MAX_N else 0  # the gathered-Gram path (see _ActiveSetSolver.solve)
+        gram = 4 * N * N if _gathers_gram(N) else 0  # the float32 X X^T (see _ActiveSetSolver.solve)
         gram_txt = f", float32 Gram {N} x {N}" if gram else ""
         if algo in ("restricted", "refined"):
             # support sweep: tile + mask 5 B N, lists 40 N (K + 8); the solves: float64 residuals and coefficients
