@@ -362,6 +362,73 @@ def test_full_gram_gather_equals_batched_grams(monkeypatch, algorithm):
     assert ((gathered != 0) != (batched != 0)).nnz == 0
 
 
+def test_alpha_from_gram_is_exact_despite_float32_near_ties():
+    """alpha from the float32 Gram equals the dense float64 one, also where two products differ by less than the
+    float32 rounding (the float32 ranking alone would pick either)."""
+    import torch
+
+    from selfexpress.models.ensc import _alpha_from_gram
+
+    X, _ = _data(n_per=30, seed=21)
+    X = X.astype(np.float64)
+    # x_2 almost equal to x_1: |<x_1, x_0>| and |<x_2, x_0>| differ by ~1e-9, far below float32 resolution
+    X[2] = X[1] + 1e-9 * X[0]
+    X = X.astype(np.float32)
+    Xt = torch.from_numpy(X)
+    for gamma_nz in (True, False):
+        got = _alpha_from_gram(Xt @ Xt.T, Xt, TAU, GAMMA, gamma_nz).numpy()
+        np.testing.assert_allclose(got, enet_alpha(X, GAMMA, TAU, gamma_nz=gamma_nz), rtol=1e-13, atol=0)
+
+
+def test_pivot_on_whole_dictionary_equals_certified_solution():
+    """The whole-dictionary start by itself (block pivoting on the float32 Gram, then refinement against the data)
+    finishes every point here and gives the certified solution; its candidates are the largest non-active |g_j|."""
+    import torch
+
+    from selfexpress.models.ensc import _alpha_from_gram, _pivot_whole_dictionary, _refine_on_dictionary
+
+    X, _ = _data(n_per=40, seed=22)  # 200 points
+    N = X.shape[0]
+    ref = elastic_net_coef(X, gamma=GAMMA, tau=TAU, tol=1e-9, algorithm="active_set", max_rounds=50,
+                           block_size=64)
+    Xt = torch.from_numpy(X)
+    G = Xt @ Xt.T
+    alpha = _alpha_from_gram(G, Xt, TAU, GAMMA, True)
+    at, l2 = alpha * TAU, alpha * (1 - TAU)
+    p = torch.arange(N)
+    ids, valid, c, GA, cand, done = _pivot_whole_dictionary(G, p, at, l2, 1e-9)
+    assert bool(done.all())
+    cf, r = _refine_on_dictionary(c, GA, ids, valid, Xt.double(), Xt.double(), at, l2)
+    got = np.zeros((N, N))
+    for i in range(N):
+        v = valid[i].numpy()
+        got[i, ids[i].numpy()[v]] = cf[i].numpy()[v]
+        assert not set(cand[i].tolist()) & set(ids[i].numpy()[v].tolist()) and i not in cand[i].tolist()
+    Cr = ref.toarray()
+    assert np.abs(got - Cr).max() <= 1e-8 * np.abs(Cr).max()
+    assert ((got != 0) == (Cr != 0)).all()
+    # the residual returned is the data's residual of the refined coefficients
+    np.testing.assert_allclose(r.numpy(), X.astype(np.float64) - got @ X.astype(np.float64), atol=1e-12)
+
+
+def test_pivot_start_leaves_unfinished_points_to_the_monotone_rounds(monkeypatch):
+    """With the pivoting stopped after two steps most points are unfinished: the rounds solve them from zero and
+    certify every point, with the same solution."""
+    import selfexpress.models.ensc as ensc
+
+    X, _ = _data(n_per=40, seed=23)
+    kw = dict(gamma=GAMMA, tau=TAU, tol=1e-9, algorithm="active_set", return_info=True)
+    full, info_full = elastic_net_coef(X, **kw)
+    assert info_full["pivot_unfinished"] == 0 and info_full["certified_fraction"] == 1.0
+    monkeypatch.setattr(ensc, "_PIVOT_MAX_ITER", 2)
+    part, info = elastic_net_coef(X, **kw)
+    assert info["pivot_unfinished"] > X.shape[0] // 2
+    assert info["certified_fraction"] == 1.0
+    assert abs(full - part).max() <= 1e-8 * abs(full).max()
+    on, off = _kkt(X, part, enet_alpha(X, GAMMA, TAU), TAU)
+    assert on.max() < 1e-9 and off.max() <= 1 + 1e-9 + 1e-9
+
+
 def test_restricted_closed_form_single_atom():
     """K = 1: c = soft(b, alpha tau) / (||x_j||^2 + alpha (1 - tau)) on the most correlated atom (closed form)."""
     X, _ = _data(n_per=20, seed=15)

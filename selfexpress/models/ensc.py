@@ -27,7 +27,13 @@ Three guarantees (the estimator's ``algorithm="auto"`` picks ``"refined"`` above
   (``guarantee="certified"``).
 
 ``algorithm="active_set"`` is the oracle-guided active-support method (ORGEN) of the EnSC paper,
-batched over blocks of points in torch:
+batched over blocks of points in torch. Up to ``_FULL_GRAM_MAX_N`` = 8,192 points, steps 1 and 2 of the first round
+are replaced by a solve on the whole dictionary: block principal pivoting on the float32 Gram ``X X^T`` (each step
+one weighted sum of Gram rows per point gives ``g`` against every atom; wrong-signed atoms leave and the largest
+violators enter in one exchange, with a fall-back to the monotone method below against cycling), then the same
+refinement against the data; the oracle then certifies every point as below, and the rare point it rejects goes
+through the rounds. On 2,000 MNIST points this certifies every point in one round, 4x faster than the rounds on
+top-K supports. Otherwise:
 
 1. initial support of each point: its ``support_size`` most correlated atoms (self excluded), from a blockwise
    matmul (bfloat16 where the CPU has it natively, else float32) + top-k; ``alpha0`` is recomputed exactly on that support (guaranteed to hold the true maximum
@@ -290,6 +296,228 @@ def _refine(c, G, atoms, y64, X, at, l2, n_refine=2, sub=256):
     return c, r_out
 
 
+#: atoms entering per step of the whole-dictionary start (``_pivot_whole_dictionary``)
+_PIVOT_MAX_ADD = 6
+#: steps of the whole-dictionary start before a point is left to the monotone rounds
+_PIVOT_MAX_ITER = 200
+#: parallel workers of the whole-dictionary start (each holds a few (block, N) float32 rows; the memory estimate
+#: counts this many, whatever the number of threads)
+_PIVOT_MAX_WORKERS = 4
+#: steps without fewer infeasible atoms before a point of the whole-dictionary start exchanges one atom at a time
+_PIVOT_PATIENCE = 3
+
+
+def _pivot_block_size(n_samples, block_size):
+    """Points per block of the whole-dictionary start: at most ``block_size`` and 512, at least four blocks."""
+    return max(32, min(512, int(block_size), -(-n_samples // 4)))
+
+
+def _alpha_from_gram(gram, X, tau, gamma, gamma_nz, rows=256):
+    """EnSC's ``alpha`` (float64, (N,)) from the float32 Gram ``X X^T``: the float32 row maxima of ``|G_ij|``
+    (j != i) decide all but the atoms within twice the float32 rounding bound ``(D + 2) 2^-24 ||x_i|| ||x_j||``
+    of the maximum, and those are recomputed in float64."""
+    N, D = X.shape
+    if not gamma_nz:
+        return torch.full((N,), 1.0 / gamma, dtype=torch.float64)
+    norms = X.norm(dim=1).double()
+    E = 2 * (D + 2) * 2.0 ** -24 * norms * float(norms.max()) * (1 + 2.0 ** -20)
+    top = torch.empty(N, dtype=torch.float64)
+    for s0 in range(0, N, rows):
+        s1 = min(N, s0 + rows)
+        A = gram[s0:s1].abs()
+        ar = torch.arange(s1 - s0)
+        A[ar, ar + s0] = -1.0  # self excluded
+        lo = A.amax(1).double() - E[s0:s1]
+        lo32 = lo.float()
+        lo32 = torch.where(lo32.double() > lo, torch.nextafter(lo32, torch.tensor(-float("inf"))), lo32)
+        r, c = torch.nonzero(A >= lo32.unsqueeze(1), as_tuple=True)
+        v = (X[c].double() * X[r + s0].double()).sum(1).abs()
+        top[s0:s1] = torch.zeros(s1 - s0, dtype=torch.float64).scatter_reduce(0, r, v, "amax")
+    return top / tau / gamma
+
+
+def _pivot_whole_dictionary(gram, p, at, l2, tol, max_add=None, max_iter=None):
+    """The elastic nets of points ``p`` on the *whole* dictionary by block principal pivoting on the float32 Gram.
+
+    Each step solves the face problem of the current active set with its signs (batched Cholesky, float64), then,
+    with ``g = G[p] - sum_a c_a G[a]`` over all N atoms (one weighted sum of Gram rows per point), exchanges in one
+    go: active atoms whose coefficient took the wrong sign leave, and the (up to ``max_add``) largest violators
+    ``|g_j| > alpha tau (1 + tol/4)`` enter with sign(g_j). A point whose face solution keeps its signs and has no
+    violator is finished. Such exchanges take few steps (median point: 8 to 10 on MNIST features) but may cycle:
+    a point whose count of infeasible atoms has not improved for ``_PIVOT_PATIENCE`` steps continues by the
+    monotone method of :func:`_active_set` (line search to the first sign change), which is finite; after
+    ``max_iter`` steps the rest are returned unfinished. Only the face Gram of the atoms that enter is gathered
+    each step (the kept atoms' block is carried over).
+
+    Returns (ids (B, W), valid (B, W), c float64 (B, W), GA float32 (B, W, W), cand (B, m), done (B,)): per point
+    its atoms (``valid``: active; the face solution ``c``, zero elsewhere; its Gram ``GA``), the ``m`` non-active
+    atoms of largest ``|g_j|`` at the last step, and whether it finished. An unfinished point's ``c`` is zero.
+    """
+    B, N = p.numel(), gram.shape[0]
+    max_add = _PIVOT_MAX_ADD if max_add is None else max_add
+    max_iter = _PIVOT_MAX_ITER if max_iter is None else max_iter
+    Gf = gram.reshape(-1)
+    m = min(max_add, N - 1)
+    thr = at * (1.0 + 0.25 * tol)
+    ids = torch.zeros(B, 0, dtype=torch.int64)
+    s = torch.zeros(B, 0, dtype=torch.float64)
+    valid = torch.zeros(B, 0, dtype=torch.bool)
+    GA = torch.zeros(B, 0, 0, dtype=gram.dtype)
+    live = torch.arange(B)
+    unfinished = live[:0]
+    best = torch.full((B,), N + 1, dtype=torch.int64)
+    patience = torch.full((B,), _PIVOT_PATIENCE, dtype=torch.int64)
+    mono = torch.zeros(B, dtype=torch.bool)  # points that continue by the monotone method
+    cur = torch.zeros(B, 0, dtype=torch.float64)  # their current point (live rows; zero on entering atoms)
+    thr32 = thr.float()
+    thr32 = torch.where(thr32.double() < thr, torch.nextafter(thr32, torch.tensor(float("inf"))), thr32)
+    out = []  # (rows, ids, valid, c, GA, cand) of the points as they finish (and of the unfinished at the end)
+    for it in range(max_iter + 1):
+        nl = live.numel()
+        if nl == 0:
+            break
+        W = ids.shape[1]
+        pl = p[live]
+        cn = torch.zeros(nl, W, dtype=torch.float64)
+        if W:
+            vf = valid.to(torch.float64)
+            M = GA.to(torch.float64) * (vf.unsqueeze(2) * vf.unsqueeze(1))
+            M.diagonal(dim1=1, dim2=2).add_(vf * l2[live].unsqueeze(1) + (1.0 - vf))
+            rhs = (torch.take(Gf, pl.unsqueeze(1) * N + ids).to(torch.float64) - at[live].unsqueeze(1) * s) * vf
+            L, _info = torch.linalg.cholesky_ex(M)
+            cn = torch.cholesky_solve(rhs.unsqueeze(2), L).squeeze(2) * vf
+        # g = G[p] - sum_a c_a G[a]: one weighted sum of Gram rows per point, the point's own row with weight -1
+        g = torch.nn.functional.embedding_bag(torch.cat([pl.unsqueeze(1), ids], 1), gram, mode="sum",
+                                              per_sample_weights=torch.cat([cn.new_full((nl, 1), -1.0), cn], 1)
+                                              .to(gram.dtype)).neg_()
+        wrong = valid & (torch.sign(cn) != s)
+        ga = g.abs()
+        ga[torch.arange(nl), pl] = -1.0  # self and active atoms never enter
+        vr, vc = torch.nonzero(valid, as_tuple=True)
+        ga[vr, ids[vr, vc]] = -1.0
+        tv, ti = torch.topk(ga, m, dim=1)
+        ent = tv.to(torch.float64) > thr[live].unsqueeze(1)
+        fin = ~wrong.any(1) & ~ent.any(1)
+        keep = valid & ~wrong
+        # safeguard against cycling: a point whose count of infeasible atoms (wrong signs plus violators) has not
+        # fallen below its best for ``_PIVOT_PATIENCE`` steps continues by the monotone method (finite, see
+        # :func:`_active_set`) from the sign-consistent point ``cur``: a face solution that flips signs is followed
+        # only to the first zero crossing, where that atom leaves and nothing enters
+        ninf = wrong.sum(1) + (ga > thr32[live].unsqueeze(1)).sum(1)
+        improved = ninf < best[live]
+        best[live] = torch.minimum(ninf, best[live])
+        patience[live] = torch.where(improved, _PIVOT_PATIENCE, patience[live] - 1)
+        ml = mono[live]
+        xn = torch.where(keep, cn, torch.zeros_like(cn))  # the next start of a pivoting point (sign-consistent)
+        blocked = ml & wrong.any(1)
+        if bool(blocked.any()):
+            cl = cur[live]
+            den = cl - cn
+            tk = torch.where(wrong, cl / torch.where(den == 0, torch.ones_like(den), den), torch.full_like(cl, 2.0))
+            tk = torch.where(wrong & (cl == 0), torch.zeros_like(tk), tk).clamp(min=0.0)
+            tmin = tk.min(1).values.unsqueeze(1)
+            drop = wrong & (tk <= tmin + 1e-14)
+            mk = valid & ~drop
+            keep = torch.where(blocked.unsqueeze(1), mk, keep)
+            xn = torch.where(blocked.unsqueeze(1), torch.where(mk, cl + tmin * (cn - cl), torch.zeros_like(cl)), xn)
+            ent = ent & ~blocked.unsqueeze(1)
+        mono[live] = ml | (patience[live] <= 0)
+        if it == max_iter:  # the rest are left to the monotone rounds, from zero
+            unfinished = live[~fin]
+            cn = torch.where(fin.unsqueeze(1), cn, torch.zeros_like(cn))
+            fin = torch.ones_like(fin)
+        if bool(fin.any()):
+            f = torch.nonzero(fin).squeeze(1)
+            out.append((live[f], ids[f], valid[f], cn[f], GA[f], ti[f]))
+        nf = torch.nonzero(~fin).squeeze(1)
+        if nf.numel() == 0:
+            break
+        # next step's layout: the kept atoms first (their Gram block carried over), then the entering ones
+        keep = keep[nf]
+        nk = keep.sum(1)
+        kk = int(nk.max())
+        pos = torch.argsort((~keep).to(torch.int8), dim=1, stable=True)[:, :kk]
+        vk = torch.arange(kk).unsqueeze(0) < nk.unsqueeze(1)
+        idk = torch.where(vk, torch.gather(ids[nf], 1, pos), torch.zeros_like(pos))
+        sk = torch.where(vk, torch.gather(s[nf], 1, pos), torch.zeros((), dtype=torch.float64))
+        ck = torch.where(vk, torch.gather(xn[nf], 1, pos), torch.zeros((), dtype=torch.float64))
+        GAk = torch.gather(torch.gather(GA[nf], 1, pos.unsqueeze(2).expand(-1, -1, W)), 2,
+                           pos.unsqueeze(1).expand(-1, kk, -1))
+        en = ent[nf]
+        idn = torch.where(en, ti[nf], torch.zeros_like(ti[nf]))
+        sn = torch.where(en, torch.sign(torch.gather(g[nf], 1, ti[nf])).to(torch.float64),
+                         torch.zeros((), dtype=torch.float64))
+        ids = torch.cat([idk, idn], 1)
+        Gn = torch.take(Gf, idn.unsqueeze(2) * N + ids.unsqueeze(1))  # (nf, m, kk + m): rows of the entering atoms
+        GA = torch.empty(nf.numel(), kk + m, kk + m, dtype=gram.dtype)
+        GA[:, :kk, :kk] = GAk
+        GA[:, kk:, :] = Gn
+        GA[:, :kk, kk:] = Gn[:, :, :kk].transpose(1, 2)
+        s, valid = torch.cat([sk, sn], 1), torch.cat([vk, en], 1)
+        cur = torch.zeros(B, kk + m, dtype=torch.float64)
+        cur[live[nf]] = torch.cat([ck, torch.zeros(nf.numel(), m, dtype=torch.float64)], 1)
+        live = live[nf]
+    # one (B, W) layout for all points, in their order
+    W = max(o[1].shape[1] for o in out)
+    rows = torch.cat([o[0] for o in out])
+    order = torch.argsort(rows)
+
+    def _cat(k, fill):
+        parts = []
+        for o in out:
+            t = o[k]
+            pad = W - t.shape[1]
+            if k == 4:
+                t = torch.nn.functional.pad(t, (0, pad, 0, pad), value=fill)
+            elif t.dim() == 2 and k != 5:
+                t = torch.nn.functional.pad(t, (0, pad), value=fill)
+            parts.append(t)
+        return torch.cat(parts)[order]
+
+    done = torch.ones(B, dtype=torch.bool)
+    done[unfinished] = False
+    return _cat(1, 0), _cat(2, False), _cat(3, 0.0), _cat(4, 0.0), _cat(5, 0), done
+
+
+def _refine_on_dictionary(c, GA, ids, valid, y64, X64, at, l2, n_refine=2, sub=128):
+    """:func:`_refine` for points whose atoms ``ids`` (B, W) are scattered (``valid``: the active ones; ``c`` zero
+    elsewhere) and whose face Grams ``GA`` (B, W, W, float32) are given: the same steps, with the float64
+    residuals as weighted sums of dictionary rows (``embedding_bag``) and ``X_A r`` from the point's active rows
+    gathered once, in runs of points of similar active-set size (little padding). ``X64``: the dictionary in
+    float64. Returns (c, r (B, D))."""
+    B, W = c.shape
+    c = c.clone()
+    na = valid.sum(1)
+    # every point's active atoms first, and the points in order of active-set size: each run of ``sub`` points
+    # gathers only as many atoms per point as its largest member has
+    pos = torch.argsort((~valid).to(torch.int8), dim=1, stable=True)
+    ids, valid, c = torch.gather(ids, 1, pos), torch.gather(valid, 1, pos), torch.gather(c, 1, pos)
+    GA = torch.gather(torch.gather(GA, 1, pos.unsqueeze(2).expand(-1, -1, W)), 2, pos.unsqueeze(1).expand(-1, W, -1))
+    r_out = y64.clone()
+    for run in torch.argsort(na, stable=True).split(sub):
+        ka = int(na[run].max())
+        if ka == 0:
+            continue
+        cb, idb, vf = c[run, :ka], ids[run, :ka], valid[run, :ka].to(torch.float64)
+        M = GA[run, :ka, :ka].to(torch.float64) * (vf.unsqueeze(2) * vf.unsqueeze(1))
+        M.diagonal(dim1=1, dim2=2).add_(vf * l2[run].unsqueeze(1) + (1.0 - vf))
+        L, _info = torch.linalg.cholesky_ex(M)
+        XA = _gather_rows(X64, idb)  # (b, ka, D); padded entries read atom ids[.., pad] with a zero coefficient
+        sA, atb, l2b, yb = torch.sign(cb), at[run].unsqueeze(1), l2[run].unsqueeze(1), y64[run]
+        for it in range(n_refine + 1):
+            r = yb - torch.nn.functional.embedding_bag(idb, X64, per_sample_weights=cb, mode="sum")
+            if it == n_refine:
+                break
+            rho = (torch.bmm(XA, r.unsqueeze(2)).squeeze(2) - atb * sA - l2b * cb) * vf
+            cb = cb + torch.cholesky_solve(rho.unsqueeze(2), L).squeeze(2) * vf
+        c[run, :ka] = cb
+        r_out[run] = r
+    # back to the callers' layout
+    out = torch.empty_like(c)
+    out.scatter_(1, pos, c)
+    return out, r_out
+
+
 _CHUNK = 32  # columns per chunk of _topk_rows
 
 
@@ -401,6 +629,61 @@ class _ActiveSetSolver:
         self._start_state(supp, alpha)
         self.stats["fp32_redo_rows"] = int(sum(exact_rows))
         self._tick("init_support", t0)
+
+    def pivot_start(self):
+        """The start up to ``_FULL_GRAM_MAX_N`` points: every point's elastic net on the whole dictionary by block
+        principal pivoting on the float32 Gram (:func:`_pivot_whole_dictionary`), refined against the data. A point
+        it finished starts the rounds solved, its support its active atoms plus its ``_PIVOT_MAX_ADD`` non-active
+        atoms of largest ``|g_j|``; the oracle then certifies it as any other. The few it did not finish (or whose
+        refinement changed a sign) are solved by the monotone method in the first round. No top-K search."""
+        t0 = time.perf_counter()
+        N = self.N
+        self.gram = self.X @ self.X.T
+        self.X64 = self.X.double()  # refinement's residual products (freed after the start)
+        self.alpha = _alpha_from_gram(self.gram, self.X, self.tau, self.gamma, self.gamma_nz)
+        # at least four blocks, so that parallel workers stay busy; the partition does not depend on the workers
+        bs = _pivot_block_size(N, self.block)
+        jobs = [torch.arange(s0, min(N, s0 + bs)) for s0 in range(0, N, bs)]
+        workers = min(self.n_workers, _PIVOT_MAX_WORKERS)
+        with _single_thread():
+            if workers > 1 and len(jobs) > 1:
+                with ThreadPoolExecutor(workers) as ex:
+                    results = list(ex.map(self._pivot_block, jobs))
+            else:
+                results = [self._pivot_block(j) for j in jobs]
+        W = max(r[0].shape[1] for r in results)
+        supp = torch.full((N, W), -1, dtype=torch.int64)
+        self._start_state(supp, self.alpha)
+        for p, (sp_, k, c, r, exact, _n) in zip(jobs, results):
+            self.supp[p, :sp_.shape[1]] = sp_
+            self.coef[p, :c.shape[1]] = c
+            self.ksize[p] = k
+            self.resid[p] = r
+            self.exact[p] = exact
+        del self.X64
+        self.stats["pivot_unfinished"] = int(sum(int(r[5]) for r in results))
+        self.stats["pivot_inexact"] = int((~self.exact).sum())
+        self._tick("pivot", t0)
+
+    def _pivot_block(self, p):
+        with _on_device(self.device):  # worker threads do not inherit the caller's device context
+            return self._pivot_block_here(p)
+
+    def _pivot_block_here(self, p):
+        at, l2 = self.alpha[p] * self.tau, self.alpha[p] * (1.0 - self.tau)
+        ids, valid, c, GA, cand, done = _pivot_whole_dictionary(self.gram, p, at, l2, self.tol)
+        cf, r = _refine_on_dictionary(c, GA, ids, valid, self.X64[p], self.X64, at, l2)
+        exact = done & (torch.sign(cf) == torch.sign(c)).all(1)
+        # support: the active atoms, then the candidates
+        pos, vld, ka = _compact(valid)
+        na = vld.sum(1)
+        m = cand.shape[1]
+        both = torch.cat([torch.gather(ids, 1, pos), cand], 1)  # (B, ka + m)
+        j = torch.arange(ka + m).unsqueeze(0)
+        src = torch.where(j < na.unsqueeze(1), j, ka + j - na.unsqueeze(1)).clamp(max=ka + m - 1)
+        supp = torch.where(j < (na + m).unsqueeze(1), torch.gather(both, 1, src), torch.full_like(src, -1))
+        coef = torch.gather(cf, 1, pos) * vld
+        return supp, na + m, coef, r, exact, int((~done).sum())
 
     def _start_state(self, supp, alpha):
         """Per-point solver state before any solve: supports ``supp`` (N, K), elastic-net weights ``alpha`` (N,)."""
@@ -631,7 +914,11 @@ class _ActiveSetSolver:
         changed[idx] = True
 
     def run(self):
-        self.init_supports()
+        pivot = self.max_rounds > 0 and _gathers_gram(self.N)
+        if pivot:
+            self.pivot_start()
+        else:
+            self.init_supports()
         if self.max_rounds == 0:
             # restricted solves on the initial supports only: exact on them, no oracle and no certificate
             t0 = time.perf_counter()
@@ -646,7 +933,12 @@ class _ActiveSetSolver:
             if pts.numel() == 0:
                 break
             t0 = time.perf_counter()
-            self.solve(pts)
+            if rnd == 0 and pivot:
+                redo = pts[~self.exact[pts]]  # what the whole-dictionary start did not solve
+                if redo.numel():
+                    self.solve(redo)
+            else:
+                self.solve(pts)
             changed, cert, nband = self.oracle(pts)
             self.certified[pts] = cert[pts] & self.exact[pts]
             # inexact restricted solves (iteration limit, refinement sign flip): once more with the float64 Gram
@@ -994,6 +1286,9 @@ class ElasticNetSubspaceClustering(SelfExpressiveClustering):
                      f"{algo} EnSC on {N} points (block_size x n_samples tiles {B} x {N}, supports {N} x {K}"
                      f"{gram_txt})",
                      f"lower block_size (now {self.block_size})")]
+        if gram:
+            # the whole-dictionary start: float64 copy of the data, and per worker a few (block, N) float32 rows
+            gram += 8 * N * D + 10 * N * min(N, _pivot_block_size(N, B) * _PIVOT_MAX_WORKERS)
         return [(6 * B * N + 16 * N * K + 14 * N * D + 8 * max(64, min(1024, B)) * K * K + gram,
                  f"the EnSC active-set solver on {N} points (block_size x n_samples tiles {B} x {N}, "
                  f"n_samples x support_size supports {N} x {K}{gram_txt})",
