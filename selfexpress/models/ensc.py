@@ -128,6 +128,17 @@ class _single_thread:
         torch.set_num_threads(self.n)
 
 
+def _map_blocks(fn, jobs, workers):
+    """``[fn(job) for job in jobs]`` on ``workers`` threads, each running torch on one thread: the solvers' loops of
+    small torch ops gain from parallel workers (torch releases the GIL), not from OpenMP inside each op. Every block
+    is computed independently, so the result does not depend on the number of workers."""
+    with _single_thread():
+        if workers > 1 and len(jobs) > 1:
+            with ThreadPoolExecutor(workers) as ex:
+                return list(ex.map(fn, jobs))
+        return [fn(j) for j in jobs]
+
+
 @contextlib.contextmanager
 def _on_device(device):
     """The solvers' one place for the device: every tensor they create without naming a device lands on
@@ -174,6 +185,37 @@ def _compact(A):
     return pos, valid, ka
 
 
+def _face_matrix(GA, vf, l2):
+    """The face systems' matrices ``G_AA + l2 I`` in float64 for padded faces: ``GA`` (B, W, W), ``vf`` (B, W) 1.0
+    on the face's atoms and 0.0 on padding (whose rows and columns become those of the identity), ``l2`` (B,)."""
+    M = GA.to(torch.float64) * (vf.unsqueeze(2) * vf.unsqueeze(1))
+    M.diagonal(dim1=1, dim2=2).add_(vf * l2.unsqueeze(1) + (1.0 - vf))
+    return M
+
+
+def _first_crossing(cl, cn, wrong):
+    """Line search from the sign-consistent point ``cl`` towards the face solution ``cn`` (B, K): per row the step
+    ``tmin`` (B,) to the first zero crossing among the ``wrong`` (sign-flipping) atoms (a fresh atom, ``cl == 0``,
+    blocks at 0; 2.0 where no atom flips) and the atoms that reach zero there (B, K)."""
+    den = cl - cn
+    tk = torch.where(wrong, cl / torch.where(den == 0, torch.ones_like(den), den), torch.full_like(cl, 2.0))
+    tk = torch.where(wrong & (cl == 0), torch.zeros_like(tk), tk).clamp(min=0.0)
+    tmin = tk.min(1).values
+    return tmin, wrong & (tk <= tmin.unsqueeze(1) + 1e-14)
+
+
+def _float32_not_above(x):
+    """``x`` (float64) rounded to a float32 that is <= x."""
+    x32 = x.float()
+    return torch.where(x32.double() > x, torch.nextafter(x32, torch.tensor(-float("inf"))), x32)
+
+
+def _float32_not_below(x):
+    """``x`` (float64) rounded to a float32 that is >= x."""
+    x32 = x.float()
+    return torch.where(x32.double() < x, torch.nextafter(x32, torch.tensor(float("inf"))), x32)
+
+
 def _active_set(G, b, at, l2, c0, tol, max_iter=300, max_add=6):
     """Monotone primal active-set method for B restricted elastic nets at once (exact, finite).
 
@@ -206,9 +248,7 @@ def _active_set(G, b, at, l2, c0, tol, max_iter=300, max_add=6):
         base = (live * (K * K))[:, None, None]
         if ka > 0:
             vf = valid.to(torch.float64)
-            GA = torch.take(Gf, base + pos[:, :, None] * K + pos[:, None, :]).to(torch.float64)
-            GA = GA * (vf.unsqueeze(2) * vf.unsqueeze(1))
-            GA.diagonal(dim1=1, dim2=2).add_(vf * l2[live].unsqueeze(1) + (1.0 - vf))
+            GA = _face_matrix(torch.take(Gf, base + pos[:, :, None] * K + pos[:, None, :]), vf, l2[live])
             rhs = (torch.gather(bl, 1, pos) - at[live].unsqueeze(1) * torch.gather(sl_, 1, pos)) * vf
             L, info = torch.linalg.cholesky_ex(GA)
             cA = torch.cholesky_solve(rhs.unsqueeze(2), L).squeeze(2) * vf
@@ -216,13 +256,9 @@ def _active_set(G, b, at, l2, c0, tol, max_iter=300, max_add=6):
         wrong = Al & (torch.sign(cn) != sl_)
         blocked = wrong.any(1)
         # line search to the first zero crossing (fresh atoms, c == 0, block at t = 0)
-        den = cl - cn
-        tk = torch.where(wrong, cl / torch.where(den == 0, torch.ones_like(den), den), torch.full_like(cl, 2.0))
-        tk = torch.where(wrong & (cl == 0), torch.zeros_like(tk), tk).clamp(min=0.0)
-        tmin = tk.min(1).values
+        tmin, drop = _first_crossing(cl, cn, wrong)
         step = torch.where(blocked, tmin, torch.ones_like(tmin)).unsqueeze(1)
         xn = cl + step * (cn - cl)
-        drop = blocked.unsqueeze(1) & wrong & (tk <= tmin.unsqueeze(1) + 1e-14)
         Anew = Al & ~drop
         xn = torch.where(Anew, xn, torch.zeros_like(xn))
         # face-optimal rows: optimality of the non-active atoms
@@ -278,10 +314,8 @@ def _refine(c, G, atoms, y64, X, at, l2, n_refine=2, sub=256):
         atb, l2b = at[sl].unsqueeze(1), l2[sl].unsqueeze(1)
         yb = y64[sl]
         if n_refine:
-            M = torch.gather(torch.gather(G[sl], 1, pos.unsqueeze(2).expand(nb, ka, K)), 2,
-                             pos.unsqueeze(1).expand(nb, ka, ka)).to(torch.float64)
-            M = M * (vf.unsqueeze(2) * vf.unsqueeze(1))
-            M.diagonal(dim1=1, dim2=2).add_(vf * l2b + (1.0 - vf))
+            M = _face_matrix(torch.gather(torch.gather(G[sl], 1, pos.unsqueeze(2).expand(nb, ka, K)), 2,
+                                          pos.unsqueeze(1).expand(nb, ka, ka)), vf, l2[sl])
             L, _info = torch.linalg.cholesky_ex(M)
         for it in range(n_refine + 1):
             r = yb - torch.bmm(cA.unsqueeze(1), XA).squeeze(1)
@@ -327,9 +361,7 @@ def _alpha_from_gram(gram, X, tau, gamma, gamma_nz, rows=256):
         A = gram[s0:s1].abs()
         ar = torch.arange(s1 - s0)
         A[ar, ar + s0] = -1.0  # self excluded
-        lo = A.amax(1).double() - E[s0:s1]
-        lo32 = lo.float()
-        lo32 = torch.where(lo32.double() > lo, torch.nextafter(lo32, torch.tensor(-float("inf"))), lo32)
+        lo32 = _float32_not_above(A.amax(1).double() - E[s0:s1])
         r, c = torch.nonzero(A >= lo32.unsqueeze(1), as_tuple=True)
         v = (X[c].double() * X[r + s0].double()).sum(1).abs()
         top[s0:s1] = torch.zeros(s1 - s0, dtype=torch.float64).scatter_reduce(0, r, v, "amax")
@@ -369,8 +401,7 @@ def _pivot_whole_dictionary(gram, p, at, l2, tol, max_add=None, max_iter=None):
     patience = torch.full((B,), _PIVOT_PATIENCE, dtype=torch.int64)
     mono = torch.zeros(B, dtype=torch.bool)  # points that continue by the monotone method
     cur = torch.zeros(B, 0, dtype=torch.float64)  # their current point (live rows; zero on entering atoms)
-    thr32 = thr.float()
-    thr32 = torch.where(thr32.double() < thr, torch.nextafter(thr32, torch.tensor(float("inf"))), thr32)
+    thr32 = _float32_not_below(thr)
     out = []  # (rows, ids, valid, c, GA, cand) of the points as they finish (and of the unfinished at the end)
     for it in range(max_iter + 1):
         nl = live.numel()
@@ -381,8 +412,7 @@ def _pivot_whole_dictionary(gram, p, at, l2, tol, max_add=None, max_iter=None):
         cn = torch.zeros(nl, W, dtype=torch.float64)
         if W:
             vf = valid.to(torch.float64)
-            M = GA.to(torch.float64) * (vf.unsqueeze(2) * vf.unsqueeze(1))
-            M.diagonal(dim1=1, dim2=2).add_(vf * l2[live].unsqueeze(1) + (1.0 - vf))
+            M = _face_matrix(GA, vf, l2[live])
             rhs = (torch.take(Gf, pl.unsqueeze(1) * N + ids).to(torch.float64) - at[live].unsqueeze(1) * s) * vf
             L, _info = torch.linalg.cholesky_ex(M)
             cn = torch.cholesky_solve(rhs.unsqueeze(2), L).squeeze(2) * vf
@@ -412,14 +442,11 @@ def _pivot_whole_dictionary(gram, p, at, l2, tol, max_add=None, max_iter=None):
         blocked = ml & wrong.any(1)
         if bool(blocked.any()):
             cl = cur[live]
-            den = cl - cn
-            tk = torch.where(wrong, cl / torch.where(den == 0, torch.ones_like(den), den), torch.full_like(cl, 2.0))
-            tk = torch.where(wrong & (cl == 0), torch.zeros_like(tk), tk).clamp(min=0.0)
-            tmin = tk.min(1).values.unsqueeze(1)
-            drop = wrong & (tk <= tmin + 1e-14)
+            tmin, drop = _first_crossing(cl, cn, wrong)
             mk = valid & ~drop
             keep = torch.where(blocked.unsqueeze(1), mk, keep)
-            xn = torch.where(blocked.unsqueeze(1), torch.where(mk, cl + tmin * (cn - cl), torch.zeros_like(cl)), xn)
+            xn = torch.where(blocked.unsqueeze(1),
+                             torch.where(mk, cl + tmin.unsqueeze(1) * (cn - cl), torch.zeros_like(cl)), xn)
             ent = ent & ~blocked.unsqueeze(1)
         mono[live] = ml | (patience[live] <= 0)
         if it == max_iter:  # the rest are left to the monotone rounds, from zero
@@ -433,11 +460,7 @@ def _pivot_whole_dictionary(gram, p, at, l2, tol, max_add=None, max_iter=None):
         if nf.numel() == 0:
             break
         # next step's layout: the kept atoms first (their Gram block carried over), then the entering ones
-        keep = keep[nf]
-        nk = keep.sum(1)
-        kk = int(nk.max())
-        pos = torch.argsort((~keep).to(torch.int8), dim=1, stable=True)[:, :kk]
-        vk = torch.arange(kk).unsqueeze(0) < nk.unsqueeze(1)
+        pos, vk, kk = _compact(keep[nf])
         idk = torch.where(vk, torch.gather(ids[nf], 1, pos), torch.zeros_like(pos))
         sk = torch.where(vk, torch.gather(s[nf], 1, pos), torch.zeros((), dtype=torch.float64))
         ck = torch.where(vk, torch.gather(xn[nf], 1, pos), torch.zeros((), dtype=torch.float64))
@@ -492,9 +515,7 @@ def _refine_on_dictionary(c, GA, ids, valid, y64, X64, at, l2, n_refine=2, sub=1
         if ka == 0:
             continue
         cb, idb, vf = c[run, :ka], ids[run, :ka], valid[run, :ka].to(torch.float64)
-        M = GA[run, :ka, :ka].to(torch.float64) * (vf.unsqueeze(2) * vf.unsqueeze(1))
-        M.diagonal(dim1=1, dim2=2).add_(vf * l2[run].unsqueeze(1) + (1.0 - vf))
-        L, _info = torch.linalg.cholesky_ex(M)
+        L, _info = torch.linalg.cholesky_ex(_face_matrix(GA[run, :ka, :ka], vf, l2[run]))
         XA = _gather_rows(X64, idb)  # (b, ka, D); padded entries read atom ids[.., pad] with a zero coefficient
         sA, atb, l2b, yb = torch.sign(cb), at[run].unsqueeze(1), l2[run].unsqueeze(1), y64[run]
         for it in range(n_refine + 1):
@@ -637,13 +658,7 @@ class _ActiveSetSolver:
         # at least four blocks, so that parallel workers stay busy; the partition does not depend on the workers
         bs = _pivot_block_size(N, self.block)
         jobs = [torch.arange(s0, min(N, s0 + bs)) for s0 in range(0, N, bs)]
-        workers = min(self.n_workers, _PIVOT_MAX_WORKERS)
-        with _single_thread():
-            if workers > 1 and len(jobs) > 1:
-                with ThreadPoolExecutor(workers) as ex:
-                    results = list(ex.map(self._pivot_block, jobs))
-            else:
-                results = [self._pivot_block(j) for j in jobs]
+        results = _map_blocks(self._pivot_block, jobs, min(self.n_workers, _PIVOT_MAX_WORKERS))
         W = max(res[0].shape[1] for res in results)
         self._start_state(torch.full((N, W), -1, dtype=torch.int64), self.alpha)
         n_unfinished = 0
@@ -708,14 +723,7 @@ class _ActiveSetSolver:
             # depend on the number of workers: batch composition changes the last bits of the batched solves)
             bs = max(32, min(bs, -(-grp.numel() // 4)))
             jobs += [(grp[s0:s0 + bs], k, strict) for s0 in range(0, grp.numel(), bs)]
-        # loops of small torch ops: one torch thread per worker, the workers in parallel (torch releases the GIL);
-        # every block is solved independently, so the result does not depend on the number of workers
-        with _single_thread():
-            if self.n_workers > 1 and len(jobs) > 1:
-                with ThreadPoolExecutor(self.n_workers) as ex:
-                    results = list(ex.map(self._solve_block, jobs))
-            else:
-                results = [self._solve_block(j) for j in jobs]
+        results = _map_blocks(self._solve_block, jobs, self.n_workers)
         for (p, k, _strict), (c, r, ex_) in zip(jobs, results):
             self.coef[p, :k] = c
             self.resid[p] = r
@@ -838,8 +846,7 @@ class _ActiveSetSolver:
                 # stage 3: the atoms still inside the band, exactly in float64. The float32 test against the band's
                 # lower edge rounded down to float32 selects every atom the float64 test would (and maybe more)
                 lo = (thr - e)[mr]
-                lo32 = lo.float()
-                lo32 = torch.where(lo32.double() > lo, torch.nextafter(lo32, torch.tensor(-float("inf"))), lo32)
+                lo32 = _float32_not_above(lo)
                 rr, cc = torch.nonzero(W > lo32.unsqueeze(1), as_tuple=True)
                 n_band += rr.numel()
                 gex = torch.empty(rr.numel(), dtype=torch.float64)
