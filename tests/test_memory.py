@@ -83,9 +83,9 @@ def test_ensc_guard_runs_before_the_solver(big, available, monkeypatch):
         raise AssertionError("the solver started before the memory check")
 
     monkeypatch.setattr(ensc_module, "elastic_net_coef", solver_started)
-    # the 3,000 x 3,000 float32 Gram (34 MiB) and the whole-dictionary start's (64-point blocks) fit, the 3,000-wide
-    # tiles do not
-    available(56 * MiB)
+    # the 3,000 x 3,000 float32 and float64 Grams (34 + 69 MiB) and the whole-dictionary start's (64-point blocks)
+    # fit, the 3,000-wide tiles do not
+    available(160 * MiB)
     est = ElasticNetSubspaceClustering(n_clusters=3, block_size=3000)
     with pytest.raises(InsufficientMemoryError, match=r"EnSC active-set solver on 3000 points .*lower block_size "
                                                       r"\(now 3000\) or support_size \(now 100\)"):
