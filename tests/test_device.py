@@ -239,7 +239,9 @@ def test_networks_build_on_the_meta_device():
 
 
 # ----------------------------------------------------------------------------------------------- features
-def test_scattering_and_projection_take_a_device(tmp_path):
+def test_scattering_and_projection_take_a_device(no_cuda, tmp_path):
+    # no_cuda: the default device 'auto' is the CPU here; with a GPU present it would be CUDA, whose scattering
+    # differs from the CPU's in the last float32 bits (1.5e-6 on an H200; see the next test)
     from selfexpress.features import ScatteringPCA, scattering_features
     from selfexpress.features.scattering import _get_scattering
 
@@ -261,6 +263,15 @@ def test_scattering_and_projection_take_a_device(tmp_path):
     assert "device" not in ft1.to_state()[1]["settings"]
     ft1.save(tmp_path / "t")
     assert ScatteringPCA.load(tmp_path / "t", device="cpu").device == "cpu"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_scattering_on_cuda_matches_the_cpu():
+    from selfexpress.features import scattering_features
+
+    images = np.random.default_rng(0).integers(0, 256, (24, 28, 28), dtype=np.uint8)
+    on_cpu = scattering_features(images, verbose=False, device="cpu")
+    np.testing.assert_allclose(scattering_features(images, verbose=False, device="cuda"), on_cpu, atol=1e-5)
 
 
 def test_feature_projection_on_a_torch_device_matches_numpy():
