@@ -248,3 +248,15 @@ def test_keep_largest_per_row_hand_checked():
     assert keep_largest_per_row(C, 3).nnz == C.nnz
     with pytest.raises(ValueError, match="non-negative integer"):
         keep_largest_per_row(C, -1)
+
+
+def test_affinity_leaves_the_callers_matrix_untouched():
+    """Explicit zeros and duplicate entries are cleaned in a copy: the caller's CSR keeps its arrays."""
+    C = sp.csr_matrix((np.array([0.5, 0.0, 0.25, 0.25, 1.0]), np.array([1, 2, 0, 0, 1]), np.array([0, 2, 4, 5])),
+                      shape=(3, 3))
+    before = (C.data.copy(), C.indices.copy(), C.indptr.copy())
+    for method in ("symmetric", "knn"):
+        A = affinity_from_coef(C, method=method, n_neighbors=1)
+        assert A.shape == (3, 3)
+        for got, want in zip((C.data, C.indices, C.indptr), before):
+            np.testing.assert_array_equal(got, want)

@@ -36,8 +36,11 @@ def _check_coef(C, square):
         C = C.astype(np.float64)
     if not np.isfinite(C.data).all():
         raise ValueError("C contains NaN or infinity")
-    C.sum_duplicates()
-    C.eliminate_zeros()
+    if not C.has_canonical_format or not C.data.all():
+        # sp.csr_matrix(C) shares the caller's arrays: clean a copy, never the caller's matrix
+        C = C.copy()
+        C.sum_duplicates()
+        C.eliminate_zeros()
     return C
 
 
