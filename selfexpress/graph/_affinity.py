@@ -155,17 +155,20 @@ def _knn_dense(X, XT, sq, k, out, block_rows, n_jobs=None):
                 res[a] = cand[np.lexsort((cand, -row[cand]))[:k]]
         out[start:stop] = res
 
+    def scores(start):
+        return _knn_dense_scores(X, XT, negsq, start, min(start + block_rows, n))
+
     workers = _knn_workers(n_jobs, len(starts), block_rows * n * X.dtype.itemsize)
     if workers == 1:
         for start in starts:
-            reduce(start, _knn_dense_scores(X, XT, negsq, start, min(start + block_rows, n)))
+            reduce(start, scores(start))
         return
     # at most `workers` blocks in flight: their dense scores are the memory of this step
     with ThreadPoolExecutor(workers) as ex:
         todo = iter(starts)
         pending = deque()
         for start in todo:
-            pending.append((start, ex.submit(_knn_dense_scores, X, XT, negsq, start, min(start + block_rows, n))))
+            pending.append((start, ex.submit(scores, start)))
             if len(pending) == workers:
                 break
         while pending:
@@ -173,7 +176,7 @@ def _knn_dense(X, XT, sq, k, out, block_rows, n_jobs=None):
             D = fut.result()
             nxt = next(todo, None)
             if nxt is not None:
-                pending.append((nxt, ex.submit(_knn_dense_scores, X, XT, negsq, nxt, min(nxt + block_rows, n))))
+                pending.append((nxt, ex.submit(scores, nxt)))
             reduce(start, D)
             del D
 

@@ -621,17 +621,15 @@ class _ActiveSetSolver:
         results = _map_blocks(self._pivot_block, jobs, min(self.n_workers, _PIVOT_MAX_WORKERS))
         W = max(res[0].shape[1] for res in results)
         self._start_state(torch.full((N, W), -1, dtype=torch.int64), self.alpha)
-        n_unfinished = 0
-        for p, (supp, k, coef, resid, exact, unfinished) in zip(jobs, results):
+        for p, (supp, k, coef, resid, done) in zip(jobs, results):
             self.supp[p, :supp.shape[1]] = supp
             self.coef[p, :coef.shape[1]] = coef
             self.ksize[p] = k
             self.resid[p] = resid
-            self.exact[p] = exact
-            n_unfinished += unfinished
+            self.exact[p] = done  # a finished point's face was solved on the float64 Gram: exact
         del self.X64, self.gram64
-        self.stats["pivot_unfinished"] = n_unfinished
-        self.stats["pivot_inexact"] = int((~self.exact).sum())
+        # with faces solved in float64 every finished point is exact: the two counts are the same
+        self.stats["pivot_unfinished"] = self.stats["pivot_inexact"] = int((~self.exact).sum())
         self._tick("pivot", t0)
 
     def _pivot_block(self, p):
@@ -652,7 +650,7 @@ class _ActiveSetSolver:
         src = torch.where(j < na.unsqueeze(1), j, ka + j - na.unsqueeze(1)).clamp(max=ka + m - 1)
         supp = torch.where(j < (na + m).unsqueeze(1), torch.gather(both, 1, src), torch.full_like(src, -1))
         coef = torch.gather(c, 1, pos) * vld
-        return supp, na + m, coef, r, done, int((~done).sum())
+        return supp, na + m, coef, r, done
 
     def _start_state(self, supp, alpha):
         """Per-point solver state before any solve: supports ``supp`` (N, K), elastic-net weights ``alpha`` (N,)."""
