@@ -397,7 +397,7 @@ def test_pivot_on_whole_dictionary_equals_certified_solution():
     alpha = _alpha_from_gram(G64, TAU, GAMMA, True)
     at, l2 = alpha * TAU, alpha * (1 - TAU)
     p = torch.arange(N)
-    ids, valid, c, cand, done = _pivot_whole_dictionary(G64.float(), G64, p, at, l2, 1e-9)
+    ids, valid, c, cand, done, r = _pivot_whole_dictionary(G64.float(), G64, X64, p, at, l2, 1e-9)
     assert bool(done.all())
     got = np.zeros((N, N))
     for i in range(N):
@@ -408,6 +408,7 @@ def test_pivot_on_whole_dictionary_equals_certified_solution():
     Cr = ref.toarray()
     assert np.abs(got - Cr).max() <= 1e-10 * np.abs(Cr).max()
     assert ((got != 0) == (Cr != 0)).all()
+    np.testing.assert_allclose(r.numpy(), X.astype(np.float64) - got @ X.astype(np.float64), atol=1e-12)
 
 
 def test_pivot_start_leaves_unfinished_points_to_the_monotone_rounds(monkeypatch):

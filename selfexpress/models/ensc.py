@@ -361,7 +361,7 @@ def _alpha_from_gram(gram64, tau, gamma, gamma_nz, rows=256):
     return top / tau / gamma
 
 
-def _pivot_whole_dictionary(gram, gram64, p, at, l2, tol, max_add=None, max_iter=None):
+def _pivot_whole_dictionary(gram, gram64, X64, p, at, l2, tol, max_add=None, max_iter=None):
     """The elastic nets of points ``p`` on the *whole* dictionary by block principal pivoting on the Gram.
 
     Each step solves the face problem of the current active set with its signs (batched Cholesky on the float64
@@ -376,9 +376,10 @@ def _pivot_whole_dictionary(gram, gram64, p, at, l2, tol, max_add=None, max_iter
     ``max_iter`` steps the rest are returned unfinished. Only the face Gram of the atoms that enter is gathered
     each step (the kept atoms' block is carried over).
 
-    Returns (ids (B, W), valid (B, W), c float64 (B, W), cand (B, m), done (B,)): per point its atoms (``valid``:
-    active; the face solution ``c``, zero elsewhere), the ``m`` non-active atoms of largest ``|g_j|`` at the last
-    step, and whether it finished. An unfinished point's ``c`` is zero.
+    Returns (ids (B, W), valid (B, W), c float64 (B, W), cand (B, m), done (B,), r float64 (B, D)): per point its
+    atoms (``valid``: active; the face solution ``c``, zero elsewhere), the ``m`` non-active atoms of largest
+    ``|g_j|`` at the last step, whether it finished, and its residual ``x_p - sum_a c_a x_a`` against the float64
+    data ``X64`` (N, D). An unfinished point's ``c`` is zero.
     """
     B, N = p.numel(), gram.shape[0]
     max_add = _PIVOT_MAX_ADD if max_add is None else max_add
@@ -485,7 +486,57 @@ def _pivot_whole_dictionary(gram, gram64, p, at, l2, tol, max_add=None, max_iter
 
     done = torch.ones(B, dtype=torch.bool)
     done[unfinished] = False
-    return widen(ids, 0), widen(valid, False), widen(c, 0.0), torch.cat(cand)[order], done
+    ids, valid, c = widen(ids, 0), widen(valid, False), widen(c, 0.0)
+    # padded entries carry a zero coefficient
+    r = X64[p] - torch.nn.functional.embedding_bag(ids, X64, per_sample_weights=c, mode="sum")
+    return ids, valid, c, torch.cat(cand)[order], done, r
+
+
+try:  # the compiled kernel of the whole-dictionary start (setup.py; optional: without it, the torch version runs)
+    from . import _pivot as _pivot_kernel
+except ImportError:  # pragma: no cover - exercised where no C compiler built it
+    _pivot_kernel = None
+
+#: widest face the compiled start holds per point (a point whose face would grow beyond it is left unfinished, to
+#: the monotone rounds; MNIST faces have 40 atoms in the median)
+_PIVOT_COMPILED_CAP = 512
+
+
+def _pivot_whole_dictionary_compiled(gram, gram64, X64, p, at, l2, tol, max_add=None, max_iter=None):
+    """:func:`_pivot_whole_dictionary` by the compiled kernel (``_pivot.c``; CPU tensors): the same method and the
+    same outputs, one point at a time to its own end (no padded batches), the GIL released. The solutions agree
+    with the torch version's to float64 rounding (the face systems are solved by a different Cholesky); where
+    ``|g_j|`` ties, the candidates may differ in order."""
+    (B, N), D = (p.numel(), gram.shape[0]), X64.shape[1]
+    max_add = _PIVOT_MAX_ADD if max_add is None else max_add
+    max_iter = _PIVOT_MAX_ITER if max_iter is None else max_iter
+    m = min(max_add, N - 1)
+    cap = max(1, min(N - 1, _PIVOT_COMPILED_CAP))
+    at64 = at.to(torch.float64).contiguous()
+    thr = at64 * (1.0 + 0.25 * tol)
+    ids = np.zeros((B, cap), np.int64)
+    c = np.zeros((B, cap), np.float64)
+    k = np.zeros(B, np.int64)
+    cand = np.zeros((B, m), np.int64)
+    done = np.zeros(B, np.uint8)
+    steps = np.zeros(B, np.int64)
+    r = np.zeros((B, D), np.float64)
+    _pivot_kernel.pivot(gram.contiguous().numpy(), gram64.contiguous().numpy(), X64.contiguous().numpy(), D,
+                        p.to(torch.int64).contiguous().numpy(), at64.numpy(),
+                        l2.to(torch.float64).contiguous().numpy(), thr.numpy(), m, max_iter, _PIVOT_PATIENCE, cap,
+                        ids, c, k, cand, done, steps, r)
+    W = max(1, int(k.max()))
+    valid = np.arange(W)[None, :] < k[:, None]
+    return (torch.from_numpy(ids[:, :W].copy()), torch.from_numpy(valid), torch.from_numpy(c[:, :W].copy()),
+            torch.from_numpy(cand), torch.from_numpy(done.astype(bool)), torch.from_numpy(r))
+
+
+def _pivot_function(device):
+    """The whole-dictionary start for tensors on ``device``: the compiled kernel on the CPU where it was built, else
+    the torch version. Returns (function, name)."""
+    if _pivot_kernel is not None and torch.device(device).type == "cpu":
+        return _pivot_whole_dictionary_compiled, "compiled"
+    return _pivot_whole_dictionary, "torch"
 
 
 _CHUNK = 32  # columns per chunk of _topk_rows
@@ -630,6 +681,7 @@ class _ActiveSetSolver:
         del self.X64, self.gram64
         # with faces solved in float64 every finished point is exact: the two counts are the same
         self.stats["pivot_unfinished"] = self.stats["pivot_inexact"] = int((~self.exact).sum())
+        self.stats["pivot_kernel"] = _pivot_function(self.device)[1]
         self._tick("pivot", t0)
 
     def _pivot_block(self, p):
@@ -638,9 +690,8 @@ class _ActiveSetSolver:
 
     def _pivot_block_here(self, p):
         at, l2 = self.alpha[p] * self.tau, self.alpha[p] * (1.0 - self.tau)
-        ids, valid, c, cand, done = _pivot_whole_dictionary(self.gram, self.gram64, p, at, l2, self.tol)
-        # float64 residuals for the oracle (padded entries carry a zero coefficient)
-        r = self.X64[p] - torch.nn.functional.embedding_bag(ids, self.X64, per_sample_weights=c, mode="sum")
+        pivot, _ = _pivot_function(self.device)
+        ids, valid, c, cand, done, r = pivot(self.gram, self.gram64, self.X64, p, at, l2, self.tol)
         # support: the active atoms, then the candidates
         pos, vld, ka = _compact(valid)
         na = vld.sum(1)
@@ -1047,7 +1098,8 @@ def elastic_net_coef(X, gamma=50.0, tau=0.9, gamma_nz=True, algorithm="active_se
     the re-solved ones not). With ``return_info`` also returns a dict: ``algorithm`` (the one that ran),
     ``guarantee`` ("certified", "partial" or "restricted"), ``n_uncertified``, ``certified_fraction``, per-round
     statistics and per-stage times (``"active_set"`` up to 8,192 points: the whole-dictionary start's time as
-    ``times["pivot"]``, and ``pivot_unfinished`` / ``pivot_inexact``: the points it left to the rounds).
+    ``times["pivot"]``, ``pivot_unfinished`` / ``pivot_inexact``: the points it left to the rounds, and
+    ``pivot_kernel``: "compiled" where the C kernel ran, else "torch").
 
     ``device`` ("cpu", "cuda", "cuda:N", "auto" or a torch.device): where the batched solvers run (every tensor they
     make lands there; TF32 is off inside them). ``"per_point"`` runs on the CPU only. The result is a CPU CSR.
