@@ -361,6 +361,8 @@ def main(argv=None):
         if "ensc" in name:
             extra = {"algorithm": est.algorithm_, "guarantee": est.guarantee_, "support_size": est.support_size_,
                      "certified_fraction": est.certified_fraction_, "n_uncertified": est.n_uncertified_}
+            if "pivot_kernel" in est.solver_info_:  # the certified solver's whole-dictionary start (N <= 8,192)
+                extra["pivot_kernel"] = est.solver_info_["pivot_kernel"]
             if est.algorithm_ == "refined":
                 extra["oracle_passes"] = est.oracle_passes
         record(name, secs, ours[name], mem, extra)
