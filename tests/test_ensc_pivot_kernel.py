@@ -146,3 +146,19 @@ def test_compiled_kernel_refuses_mismatched_buffers():
         ro = np.zeros(N, np.int64)
         ro.flags.writeable = False
         ensc._pivot_kernel.pivot(*{**args, "steps": ro}.values())
+
+
+def test_whole_dictionary_start_above_the_gathering_limit(monkeypatch):
+    """The start runs up to ``_PIVOT_MAX_N`` points, above ``_FULL_GRAM_MAX_N`` (where the rounds would not form a
+    Gram themselves): the rounds then gather from the start's float32 Gram, and the result is the same certified
+    solution as without the start."""
+    X, _ = _data(n_per=40, seed=24)  # 200 points
+    kw = dict(gamma=GAMMA, tau=TAU, tol=1e-9, algorithm="active_set", return_info=True)
+    monkeypatch.setattr(ensc, "_FULL_GRAM_MAX_N", 100)
+    monkeypatch.setattr(ensc, "_PIVOT_MAX_N", 100)
+    rounds, info_r = elastic_net_coef(X, **kw)
+    assert "pivot" not in info_r["times"]
+    monkeypatch.setattr(ensc, "_PIVOT_MAX_N", 200)
+    pivot, info_p = elastic_net_coef(X, **kw)
+    assert "pivot" in info_p["times"] and info_p["certified_fraction"] == 1.0
+    assert abs(rounds - pivot).max() <= 1e-8 * abs(rounds).max()
