@@ -131,8 +131,7 @@ def test_compiled_kernel_refuses_mismatched_buffers():
     args = dict(G32=G64.float().numpy(), G64=G64.numpy(), X64=X64.numpy(), D=D, pts=p, at=at.numpy(),
                 l2=l2.numpy(), thr=at.numpy(), m=6, max_iter=10, patience=3, cap=20,
                 ids=np.zeros((N, 20), np.int64), c=np.zeros((N, 20)), k=np.zeros(N, np.int64),
-                cand=np.zeros((N, 6), np.int64), done=np.zeros(N, np.uint8), steps=np.zeros(N, np.int64),
-                r=np.zeros((N, D)))
+                cand=np.zeros((N, 6), np.int64), done=np.zeros(N, np.uint8), r=np.zeros((N, D)))
     ensc._pivot_kernel.pivot(*args.values())  # as given: accepted
     for key, bad in (("G64", G64.float().numpy()), ("X64", np.ascontiguousarray(X64.numpy()[:, :-1])),
                      ("cand", np.zeros((N, 5), np.int64)), ("r", np.zeros((N, D + 1))), ("at", at.numpy()[:-1])):
@@ -143,9 +142,9 @@ def test_compiled_kernel_refuses_mismatched_buffers():
     with pytest.raises(ValueError, match="out of range"):
         ensc._pivot_kernel.pivot(*{**args, "pts": p + 1}.values())
     with pytest.raises(TypeError, match="read-write"):  # outputs must be writable
-        ro = np.zeros(N, np.int64)
+        ro = np.zeros(N, np.uint8)
         ro.flags.writeable = False
-        ensc._pivot_kernel.pivot(*{**args, "steps": ro}.values())
+        ensc._pivot_kernel.pivot(*{**args, "done": ro}.values())
 
 
 def test_whole_dictionary_start_above_the_gathering_limit(monkeypatch):

@@ -65,7 +65,6 @@ typedef struct {
     int64_t *out_k;      /* (B,) number of active atoms */
     int64_t *cand;       /* (B, m) the non-active atoms of largest |g_j| at the last step */
     uint8_t *done;       /* (B,) finished */
-    int64_t *steps;      /* (B,) steps taken */
     double *resid;       /* (B, D) x_i - sum_u c_u x_u in float64 (x_i for an unfinished point) */
 } problem;
 
@@ -275,10 +274,7 @@ static void solve_point(const problem *P, work *w, int64_t q)
         td = w->cur; w->cur = w->cur2; w->cur2 = td;
         td = w->M; w->M = w->M2; w->M2 = td;
     }
-    if (it > P->max_iter)  /* the loop ran out without a break: not reached (the last step breaks) */
-        it = P->max_iter;
     P->done[q] = (uint8_t)fin;
-    P->steps[q] = it;
     P->out_k[q] = k;
     for (int64_t u = 0; u < k; u++) {
         P->out_ids[q * cap + u] = w->A[u];
@@ -310,13 +306,12 @@ static int check(Py_buffer *b, Py_ssize_t n, Py_ssize_t itemsize, const char *na
 static PyObject *pivot(PyObject *self, PyObject *args)
 {
     (void)self;
-    Py_buffer bG32, bG64, bX64, bpts, bat, bl2, bthr, bids, bc, bk, bcand, bdone, bsteps, bres;
+    Py_buffer bG32, bG64, bX64, bpts, bat, bl2, bthr, bids, bc, bk, bcand, bdone, bres;
     Py_ssize_t m, max_iter, patience, cap, D;
-    if (!PyArg_ParseTuple(args, "y*y*y*ny*y*y*y*nnnnw*w*w*w*w*w*w*", &bG32, &bG64, &bX64, &D, &bpts, &bat, &bl2,
-                          &bthr, &m, &max_iter, &patience, &cap, &bids, &bc, &bk, &bcand, &bdone, &bsteps, &bres))
+    if (!PyArg_ParseTuple(args, "y*y*y*ny*y*y*y*nnnnw*w*w*w*w*w*", &bG32, &bG64, &bX64, &D, &bpts, &bat, &bl2,
+                          &bthr, &m, &max_iter, &patience, &cap, &bids, &bc, &bk, &bcand, &bdone, &bres))
         return NULL;
-    Py_buffer *all[] = {&bG32, &bG64, &bX64, &bpts, &bat, &bl2, &bthr, &bids, &bc, &bk, &bcand, &bdone, &bsteps,
-                        &bres};
+    Py_buffer *all[] = {&bG32, &bG64, &bX64, &bpts, &bat, &bl2, &bthr, &bids, &bc, &bk, &bcand, &bdone, &bres};
     PyObject *ret = NULL;
     Py_ssize_t B = bpts.len / (Py_ssize_t)sizeof(int64_t);
     Py_ssize_t N = (Py_ssize_t)llround(sqrt((double)(bG32.len / (Py_ssize_t)sizeof(float))));
@@ -327,7 +322,7 @@ static PyObject *pivot(PyObject *self, PyObject *args)
     if (check(&bG32, N * N, 4, "G32") || check(&bG64, N * N, 8, "G64") || check(&bX64, N * D, 8, "X64") || check(&bpts, B, 8, "pts") ||
         check(&bat, B, 8, "at") || check(&bl2, B, 8, "l2") || check(&bthr, B, 8, "thr") ||
         check(&bids, B * cap, 8, "ids") || check(&bc, B * cap, 8, "c") || check(&bk, B, 8, "k") ||
-        check(&bcand, B * m, 8, "cand") || check(&bdone, B, 1, "done") || check(&bsteps, B, 8, "steps") ||
+        check(&bcand, B * m, 8, "cand") || check(&bdone, B, 1, "done") ||
         check(&bres, B * D, 8, "r"))
         goto out;
     for (Py_ssize_t q = 0; q < B; q++) {
@@ -338,7 +333,7 @@ static PyObject *pivot(PyObject *self, PyObject *args)
         }
     }
     problem P = {bG32.buf, bG64.buf, bX64.buf, N, D, bpts.buf, bat.buf, bl2.buf, bthr.buf, B, m, max_iter,
-                 patience, cap, bids.buf, bc.buf, bk.buf, bcand.buf, bdone.buf, bsteps.buf, bres.buf};
+                 patience, cap, bids.buf, bc.buf, bk.buf, bcand.buf, bdone.buf, bres.buf};
     work w;
     int failed = 0;
     Py_BEGIN_ALLOW_THREADS
@@ -364,10 +359,9 @@ out:
 
 static PyMethodDef methods[] = {
     {"pivot", pivot, METH_VARARGS,
-     "pivot(G32, G64, X64, D, pts, at, l2, thr, m, max_iter, patience, cap, out_ids, out_c, out_k, cand, done, "
-     "steps, resid)\n\n"
+     "pivot(G32, G64, X64, D, pts, at, l2, thr, m, max_iter, patience, cap, ids, c, k, cand, done, r)\n\n"
      "The whole-dictionary start of the certified EnSC solver for points pts (see "
-     "selfexpress.models.ensc._pivot_whole_dictionary); outputs are written into the last seven buffers."},
+     "selfexpress.models.ensc._pivot_whole_dictionary); outputs are written into the last six buffers."},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_pivot",

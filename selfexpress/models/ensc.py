@@ -35,7 +35,8 @@ solved on the float64 Gram, so the coefficients need no refinement); the oracle 
 below, and the rare point it rejects goes through the rounds. On the CPU this start runs as a compiled kernel
 (``_pivot.c``, built at install by ``setup.py``: the same method one point at a time, with no padded batches, 2-3x
 faster than the torch version); the torch version runs on a GPU, or where no C compiler built the kernel. On 2,000
-MNIST points this certifies every point in one round, 10x faster than the rounds on top-K supports. Otherwise:
+MNIST points this certifies every point in one round in 0.4 s, against 5.4 s by the rounds on top-K supports.
+Otherwise:
 
 1. initial support of each point: its ``support_size`` most correlated atoms (self excluded), from a blockwise
    matmul (bfloat16 where the CPU has it natively, else float32) + top-k; ``alpha0`` is recomputed exactly on that support (guaranteed to hold the true maximum
@@ -526,12 +527,11 @@ def _pivot_whole_dictionary_compiled(gram, gram64, X64, p, at, l2, tol, max_add=
     k = np.zeros(B, np.int64)
     cand = np.zeros((B, m), np.int64)
     done = np.zeros(B, np.uint8)
-    steps = np.zeros(B, np.int64)
     r = np.zeros((B, D), np.float64)
     _pivot_kernel.pivot(gram.contiguous().numpy(), gram64.contiguous().numpy(), X64.contiguous().numpy(), D,
                         p.to(torch.int64).contiguous().numpy(), at64.numpy(),
                         l2.to(torch.float64).contiguous().numpy(), thr.numpy(), m, max_iter, _PIVOT_PATIENCE, cap,
-                        ids, c, k, cand, done, steps, r)
+                        ids, c, k, cand, done, r)
     W = max(1, int(k.max()))
     valid = np.arange(W)[None, :] < k[:, None]
     return (torch.from_numpy(ids[:, :W].copy()), torch.from_numpy(valid), torch.from_numpy(c[:, :W].copy()),
