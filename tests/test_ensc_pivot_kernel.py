@@ -161,3 +161,19 @@ def test_whole_dictionary_start_above_the_gathering_limit(monkeypatch):
     pivot, info_p = elastic_net_coef(X, **kw)
     assert "pivot" in info_p["times"] and info_p["certified_fraction"] == 1.0
     assert abs(rounds - pivot).max() <= 1e-8 * abs(rounds).max()
+
+
+@needs_kernel
+@pytest.mark.parametrize("tau,gamma_nz", [(0.9, True), (0.999, False)])
+def test_compiled_start_with_duplicate_points(monkeypatch, tau, gamma_nz):
+    """Exact duplicates make Gram rows equal (ties in |g_j|, nearly singular faces as tau -> 1): the compiled start
+    still finishes, and the certified result equals the torch start's."""
+    X, _ = _data(n_per=30, seed=8)
+    X = np.vstack([X, X[:20]])
+    kw = dict(gamma=GAMMA, tau=tau, gamma_nz=gamma_nz, tol=1e-9, algorithm="active_set", return_info=True)
+    compiled, info_c = elastic_net_coef(X, **kw)
+    monkeypatch.setattr(ensc, "_pivot_kernel", None)
+    torch_start, info_t = elastic_net_coef(X, **kw)
+    assert info_c["pivot_kernel"] == "compiled" and info_t["pivot_kernel"] == "torch"
+    assert info_c["pivot_unfinished"] == 0 and info_c["certified_fraction"] == 1.0
+    assert abs(compiled - torch_start).max() <= 1e-8 * abs(torch_start).max()
