@@ -39,9 +39,11 @@ made on the sampled points.
 
 The peers need SPAMS, an optional extra: ``pip install 'selfexpress[peers]'`` (or ``pip install spams-bin``).
 
-Run: ``python benchmarks/peers.py --n 2000`` and ``python benchmarks/peers.py --n 10000 --budget 600`` (one torch
-thread: ``OMP_NUM_THREADS=1``; ``--resize`` default ``bilinear``, the reference's features).
-Records: ``benchmarks/results/peers/mnist-test_<n>.json``.
+Run: ``python benchmarks/peers.py --n 2000`` (two torch threads) and ``OMP_NUM_THREADS=1 python benchmarks/peers.py
+--n 10000`` (one thread; with the default budget the scikit-learn build runs in full, about 15 minutes; ``--budget
+600`` samples it); ``--resize`` default ``bilinear``, the reference's features. Records:
+``benchmarks/results/peers/mnist-test_<n>.json``; ``mnist-test_2000_1thread.json`` is the 2,000-point run with
+``OMP_NUM_THREADS=1``, copied under that name.
 """
 
 from __future__ import annotations
