@@ -96,8 +96,8 @@ _BF16_REL = 2.0 ** -7
 _FULL_GRAM_MAX_N = 8192
 #: up to this many points the certified solver starts with the whole-dictionary start (``pivot_start``), whose
 #: float64 and float32 Grams take 12 N^2 bytes (1.7 GiB at 12,288 points; the rounds then gather from the float32
-#: one). On MNIST features, 2 threads: 10,000 points certified in 8 s with it against 66 s by the rounds alone;
-#: at 16,384 points 26 s (3.9 GB peak) against 77 s.
+#: one). On MNIST features, 2 threads (benchmarks/ensc_start.py): 10,000 points certified in 8.5 s with it against
+#: 40 s by the rounds alone; at 16,384 points it would take 27 s at 3.8 GB peak against 78 s at 1.6 GB.
 _PIVOT_MAX_N = 12288
 
 
