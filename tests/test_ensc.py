@@ -388,7 +388,9 @@ def test_pivot_on_whole_dictionary_equals_certified_solution():
 
     from selfexpress.models.ensc import _alpha_from_gram, _pivot_whole_dictionary
 
-    X, _ = _data(n_per=40, seed=22)  # 200 points
+    # seed 24: every non-active |g_j| at the optimum is below alpha tau by >= 9x the float32 error of the row sums
+    # (seed 22 had 2x), so the exchanges cannot be misled by the summation order of another machine
+    X, _ = _data(n_per=40, seed=24)  # 200 points
     N = X.shape[0]
     ref = elastic_net_coef(X, gamma=GAMMA, tau=TAU, tol=1e-9, algorithm="active_set", max_rounds=50,
                            block_size=64)

@@ -57,6 +57,7 @@ typedef struct {
     const double *G64;   /* (N, N) float64 Gram: faces */
     const double *X64;   /* (N, D) float64 data: residuals */
     int64_t N, D;
+    double gmax;         /* max_j G64[j, j]: bounds every |G_uj| (float32 error band of the row sums) */
     const int64_t *pts;  /* (B,) the points */
     const double *at, *l2, *thr;  /* (B,) alpha tau, alpha (1 - tau), the entering threshold */
     int64_t B, m, max_iter, patience, cap;
@@ -70,8 +71,8 @@ typedef struct {
 
 /* Work space of one call: per point arrays of the face (cap) and of the dictionary (N). */
 typedef struct {
-    int64_t *A, *A2, *old, *topj;
-    double *s, *s2, *M, *M2, *L, *r, *z, *cn, *cur, *cur2, *topv;
+    int64_t *A, *A2, *old, *topj, *entj;
+    double *s, *s2, *M, *M2, *L, *r, *z, *cn, *cur, *cur2, *topv, *sent;
     float *g;
     uint8_t *isact;
 } work;
@@ -79,7 +80,9 @@ typedef struct {
 static void work_free(work *w)
 {
     free(w->A); free(w->A2); free(w->old); free(w->topj); free(w->s); free(w->s2); free(w->M); free(w->M2); free(w->L);
-    free(w->r); free(w->z); free(w->cn); free(w->cur); free(w->cur2); free(w->topv); free(w->g); free(w->isact);
+    free(w->r); free(w->z); free(w->cn); free(w->cur); free(w->cur2); free(w->topv); free(w->entj);
+    free(w->sent);
+    free(w->g); free(w->isact);
 }
 
 static int work_alloc(work *w, int64_t N, int64_t cap, int64_t m)
@@ -92,9 +95,10 @@ static int work_alloc(work *w, int64_t N, int64_t cap, int64_t m)
     w->M = malloc(cc * sizeof(double)); w->M2 = malloc(cc * sizeof(double)); w->L = malloc(cc * sizeof(double));
     w->r = malloc(c * sizeof(double)); w->z = malloc(c * sizeof(double)); w->cn = malloc(c * sizeof(double));
     w->cur = malloc(c * sizeof(double)); w->cur2 = malloc(c * sizeof(double)); w->topv = malloc(mm * sizeof(double));
+    w->entj = malloc(mm * sizeof(int64_t)); w->sent = malloc(mm * sizeof(double));
     w->g = malloc((size_t)N * sizeof(float)); w->isact = calloc((size_t)N, 1);
     if (!w->A || !w->A2 || !w->old || !w->topj || !w->s || !w->s2 || !w->M || !w->M2 || !w->L || !w->r || !w->z || !w->cn ||
-        !w->cur || !w->cur2 || !w->topv || !w->g || !w->isact) {
+        !w->cur || !w->cur2 || !w->topv || !w->entj || !w->sent || !w->g || !w->isact) {
         work_free(w);
         return -1;
     }
@@ -172,9 +176,32 @@ static void solve_point(const problem *P, work *w, int64_t q)
             w->topv[pos] = v;
             w->topj[pos] = j;
         }
+        /* the entering atoms: the float32 violators, where those within the float32 rounding error of the row sums
+         * (bound below) must also be violators in float64 (k products on the float64 Gram each). Without this
+         * check a non-violator that float32 puts just above the threshold would enter, take the wrong sign, leave,
+         * and enter again until max_iter. Kept in float32 order. */
+        double csum = 0.0;
+        for (int64_t u = 0; u < k; u++)
+            csum += fabs(w->cn[u]);
+        /* |g32 - g64| <= (k + 3) 2^-24 gmax (1 + sum |c_u|) to first order (G and c rounded to float32, k + 1
+         * float32 operations per entry, |G_uj| <= gmax); twice that as the band */
+        const double band = (double)(k + 3) * 0x1p-23 * P->gmax * (1.0 + csum);
         int64_t nent = 0;
-        while (nent < nb && w->topv[nent] > thr)
-            nent++;
+        for (int64_t t = 0; t < nb && w->topv[t] > thr; t++) {
+            int64_t j = w->topj[t];
+            double sj = sgn((double)w->g[j]);  /* |g32| > thr + band: g64 has the same sign */
+            if (w->topv[t] <= thr + band) {
+                const double *Gj = G64 + j * N;
+                double gj = G64[i * N + j];
+                for (int64_t u = 0; u < k; u++)
+                    gj -= w->cn[u] * Gj[w->A[u]];  /* row j: G64 is symmetric */
+                if (!(fabs(gj) > thr))
+                    continue;
+                sj = sgn(gj);
+            }
+            w->entj[nent] = j;
+            w->sent[nent++] = sj;
+        }
         int64_t nwrong = 0;
         for (int64_t u = 0; u < k; u++)
             nwrong += sgn(w->cn[u]) != w->s[u];
@@ -253,9 +280,9 @@ static void solve_point(const problem *P, work *w, int64_t q)
                 w->M2[u * cap + v] = Mu[w->old[v]];
         }
         for (int64_t t = 0; t < nent; t++) {
-            int64_t j = w->topj[t];
+            int64_t j = w->entj[t];
             w->A2[kk + t] = j;
-            w->s2[kk + t] = sgn((double)w->g[j]);
+            w->s2[kk + t] = w->sent[t];
             w->cur2[kk + t] = 0.0;
             w->isact[j] = 1;
         }
@@ -332,7 +359,13 @@ static PyObject *pivot(PyObject *self, PyObject *args)
             goto out;
         }
     }
-    problem P = {bG32.buf, bG64.buf, bX64.buf, N, D, bpts.buf, bat.buf, bl2.buf, bthr.buf, B, m, max_iter,
+    double gmax = 0.0;
+    for (Py_ssize_t j = 0; j < N; j++) {
+        double d = ((const double *)bG64.buf)[j * N + j];
+        if (d > gmax)
+            gmax = d;
+    }
+    problem P = {bG32.buf, bG64.buf, bX64.buf, N, D, gmax, bpts.buf, bat.buf, bl2.buf, bthr.buf, B, m, max_iter,
                  patience, cap, bids.buf, bc.buf, bk.buf, bcand.buf, bdone.buf, bres.buf};
     work w;
     int failed = 0;

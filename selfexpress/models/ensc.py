@@ -369,6 +369,14 @@ def _alpha_from_gram(gram64, tau, gamma, gamma_nz, rows=256):
     return top / tau / gamma
 
 
+def _float32_row_sum_band(k, gmax, c):
+    """Twice the first-order bound on ``|g32 - g64|`` for the row sums ``g = G[p] - sum_u c_u G[a_u]`` over ``k``
+    atoms in float32 (G and c rounded to float32, k + 1 float32 operations per entry, every ``|G_uj| <= gmax``, the
+    largest diagonal entry): ``(k + 3) 2^-23 gmax (1 + sum |c_u|)`` per row of ``c`` (B, k). ``_pivot.c`` uses the
+    same band."""
+    return (k + 3) * 2.0 ** -23 * gmax * (1.0 + c.abs().sum(1))
+
+
 def _pivot_whole_dictionary(gram, gram64, X64, p, at, l2, tol, max_add=None, max_iter=None):
     """The elastic nets of points ``p`` on the *whole* dictionary by block principal pivoting on the Gram.
 
@@ -377,8 +385,9 @@ def _pivot_whole_dictionary(gram, gram64, X64, p, at, l2, tol, max_add=None, max
     over all N atoms (one weighted sum of float32 Gram rows ``gram`` per point: it only chooses who enters, and the
     oracle checks the result), exchanges in one
     go: active atoms whose coefficient took the wrong sign leave, and the (up to ``max_add``) largest violators
-    ``|g_j| > alpha tau (1 + tol/4)`` enter with sign(g_j). A point whose face solution keeps its signs and has no
-    violator is finished. Such exchanges take few steps (median point: 8 to 10 on MNIST features) but may cycle:
+    ``|g_j| > alpha tau (1 + tol/4)`` enter with sign(g_j) (each one's ``g_j`` checked in float64 first, so that
+    float32 rounding near the threshold cannot make a non-violator enter and leave again). A point whose face
+    solution keeps its signs and has no violator is finished. Such exchanges take few steps (median point: 8 to 10 on MNIST features) but may cycle:
     a point whose count of infeasible atoms has not improved for ``_PIVOT_PATIENCE`` steps continues by the
     monotone method of :func:`_active_set` (line search to the first sign change), which is finite; after
     ``max_iter`` steps the rest are returned unfinished. Only the face Gram of the atoms that enter is gathered
@@ -406,6 +415,7 @@ def _pivot_whole_dictionary(gram, gram64, X64, p, at, l2, tol, max_add=None, max
     mono = torch.zeros(B, dtype=torch.bool)  # points that continue by the monotone method
     cur = torch.zeros(B, 0, dtype=torch.float64)  # their current point (live rows; zero on entering atoms)
     thr32 = _float32_not_below(thr)
+    gmax = float(gram64.diagonal().max())
     out = []  # (rows, ids, valid, c, cand) of the points as they finish (and of the unfinished at the end)
     for it in range(max_iter + 1):
         nl = live.numel()
@@ -430,7 +440,21 @@ def _pivot_whole_dictionary(gram, gram64, X64, p, at, l2, tol, max_add=None, max
         vr, vc = torch.nonzero(valid, as_tuple=True)
         ga[vr, ids[vr, vc]] = -1.0
         tv, ti = torch.topk(ga, m, dim=1)
-        ent = tv.to(torch.float64) > thr[live].unsqueeze(1)
+        # the entering atoms: the float32 violators, where those within the float32 rounding error of the row sums
+        # (_float32_row_sum_band) must also be violators in float64 (W products on the float64 Gram each);
+        # otherwise a non-violator that float32 puts just above the threshold would enter, take the wrong sign,
+        # leave, and enter again until max_iter
+        tv64, thr_l = tv.to(torch.float64), thr[live].unsqueeze(1)
+        ent = tv64 > thr_l
+        gsign = torch.sign(torch.gather(g, 1, ti)).to(torch.float64)  # right wherever |g| > thr + band
+        near = ent & (tv64 <= thr_l + _float32_row_sum_band(W, gmax, cn).unsqueeze(1))
+        if bool(near.any()):
+            nr = torch.nonzero(near.any(1)).squeeze(1)
+            gx = torch.take(Gf, pl[nr].unsqueeze(1) * N + ti[nr])
+            if W:
+                gx = gx - (torch.take(Gf, ids[nr].unsqueeze(2) * N + ti[nr].unsqueeze(1)) * cn[nr].unsqueeze(2)).sum(1)
+            ent[nr] = ent[nr] & (~near[nr] | (gx.abs() > thr_l[nr]))
+            gsign[nr] = torch.where(near[nr], torch.sign(gx), gsign[nr])
         fin = ~wrong.any(1) & ~ent.any(1)
         keep = valid & ~wrong
         # safeguard against cycling: a point whose count of infeasible atoms (wrong signs plus violators) has not
@@ -472,8 +496,7 @@ def _pivot_whole_dictionary(gram, gram64, X64, p, at, l2, tol, max_add=None, max
                            pos.unsqueeze(1).expand(-1, kk, -1))
         en = ent[nf]
         idn = torch.where(en, ti[nf], torch.zeros_like(ti[nf]))
-        sn = torch.where(en, torch.sign(torch.gather(g, 1, ti)[nf]).to(torch.float64),
-                         torch.zeros((), dtype=torch.float64))
+        sn = torch.where(en, gsign[nf], torch.zeros((), dtype=torch.float64))
         ids = torch.cat([idk, idn], 1)
         Gn = torch.take(Gf, idn.unsqueeze(2) * N + ids.unsqueeze(1))  # (nf, m, kk + m): rows of the entering atoms
         GA = torch.empty(nf.numel(), kk + m, kk + m, dtype=torch.float64)
