@@ -35,7 +35,7 @@ solved on the float64 Gram, so the coefficients need no refinement); the oracle 
 below, and the rare point it rejects goes through the rounds. On the CPU this start runs as a compiled kernel
 (``_pivot.c``, built at install by ``setup.py``: the same method one point at a time, with no padded batches, 2-3x
 faster than the torch version); the torch version runs on a GPU, or where no C compiler built the kernel. On 2,000
-MNIST points this certifies every point in one round in 0.4 s, against 5.4 s by the rounds on top-K supports.
+MNIST points this certifies every point in one round in 0.5 s, against 6.4 s by the rounds on top-K supports.
 Otherwise:
 
 1. initial support of each point: its ``support_size`` most correlated atoms (self excluded), from a blockwise
@@ -96,8 +96,8 @@ _BF16_REL = 2.0 ** -7
 _FULL_GRAM_MAX_N = 8192
 #: up to this many points the certified solver starts with the whole-dictionary start (``pivot_start``), whose
 #: float64 and float32 Grams take 12 N^2 bytes (1.7 GiB at 12,288 points; the rounds then gather from the float32
-#: one). On MNIST features, 2 threads (benchmarks/ensc_start.py): 10,000 points certified in 8.5 s with it against
-#: 40 s by the rounds alone; at 16,384 points it would take 27 s at 3.8 GB peak against 78 s at 1.6 GB.
+#: one). On MNIST features, 2 threads (benchmarks/ensc_start.py): 10,000 points certified in 7.4 s with it against
+#: 45 s by the rounds alone; at 16,384 points it would take 26 s at 3.8 GB peak against 88 s at 1.4 GB.
 _PIVOT_MAX_N = 12288
 
 
