@@ -194,7 +194,7 @@ static void solve_point(const problem *P, work *w, int64_t q)
                 const double *Gj = G64 + j * N;
                 double gj = G64[i * N + j];
                 for (int64_t u = 0; u < k; u++)
-                    gj -= w->cn[u] * Gj[w->A[u]];  /* row j: G64 is symmetric */
+                    gj -= w->cn[u] * Gj[w->A[u]];  /* row j: G64 is symmetric (to rounding), one row read */
                 if (!(fabs(gj) > thr))
                     continue;
                 sj = sgn(gj);
