@@ -363,7 +363,7 @@ def main(argv=None):
         if "ensc" in name:
             extra = {"algorithm": est.algorithm_, "guarantee": est.guarantee_, "support_size": est.support_size_,
                      "certified_fraction": est.certified_fraction_, "n_uncertified": est.n_uncertified_}
-            if "pivot_kernel" in est.solver_info_:  # the certified solver's whole-dictionary start (N <= 8,192)
+            if "pivot_kernel" in est.solver_info_:  # the certified solver's whole-dictionary start (N <= 12,288)
                 extra["pivot_kernel"] = est.solver_info_["pivot_kernel"]
             if est.algorithm_ == "refined":
                 extra["oracle_passes"] = est.oracle_passes

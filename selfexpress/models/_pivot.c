@@ -52,6 +52,15 @@ static int chol_solve(const double *M, int64_t ld, int64_t k, double l2, double 
 
 static inline double sgn(double x) { return (x > 0.0) - (x < 0.0); }
 
+/* The step from the sign-consistent point cl towards the face solution cn at which a sign-flipping atom reaches
+ * zero (a fresh atom, cl == 0, blocks at 0), as _first_crossing in the torch version. */
+static inline double crossing_step(double cl, double cn)
+{
+    double den = cl - cn;
+    double t = cl == 0.0 ? 0.0 : cl / (den == 0.0 ? 1.0 : den);
+    return t < 0.0 ? 0.0 : t;
+}
+
 typedef struct {
     const float *G32;    /* (N, N) float32 Gram: row sums */
     const double *G64;   /* (N, N) float64 Gram: faces */
@@ -97,8 +106,8 @@ static int work_alloc(work *w, int64_t N, int64_t cap, int64_t m)
     w->cur = malloc(c * sizeof(double)); w->cur2 = malloc(c * sizeof(double)); w->topv = malloc(mm * sizeof(double));
     w->entj = malloc(mm * sizeof(int64_t)); w->sent = malloc(mm * sizeof(double));
     w->g = malloc((size_t)N * sizeof(float)); w->isact = calloc((size_t)N, 1);
-    if (!w->A || !w->A2 || !w->old || !w->topj || !w->s || !w->s2 || !w->M || !w->M2 || !w->L || !w->r || !w->z || !w->cn ||
-        !w->cur || !w->cur2 || !w->topv || !w->entj || !w->sent || !w->g || !w->isact) {
+    if (!w->A || !w->A2 || !w->old || !w->topj || !w->s || !w->s2 || !w->M || !w->M2 || !w->L || !w->r || !w->z ||
+        !w->cn || !w->cur || !w->cur2 || !w->topv || !w->entj || !w->sent || !w->g || !w->isact) {
         work_free(w);
         return -1;
     }
@@ -114,7 +123,8 @@ static int work_alloc(work *w, int64_t N, int64_t cap, int64_t m)
 #endif
 
 /* g = G32[i] - sum_u c_u G32[A_u] in float32 (four rows per pass over g). */
-ROW_SUMS_CLONES static void row_sums(const float *G32, int64_t N, int64_t i, const int64_t *A, const double *c, int64_t k, float *g)
+ROW_SUMS_CLONES static void row_sums(const float *G32, int64_t N, int64_t i, const int64_t *A, const double *c,
+                                     int64_t k, float *g)
 {
     memcpy(g, G32 + i * N, (size_t)N * sizeof(float));
     int64_t u = 0;
@@ -176,6 +186,11 @@ static void solve_point(const problem *P, work *w, int64_t q)
             w->topv[pos] = v;
             w->topj[pos] = j;
         }
+        int64_t nwrong = 0;
+        for (int64_t u = 0; u < k; u++)
+            nwrong += sgn(w->cn[u]) != w->s[u];
+        /* a monotone point whose face solution flips signs takes a line-search step below, and nothing enters */
+        const int blocked = mono && nwrong > 0;
         /* the entering atoms: the float32 violators, where those within the float32 rounding error of the row sums
          * (bound below) must also be violators in float64 (k products on the float64 Gram each). Without this
          * check a non-violator that float32 puts just above the threshold would enter, take the wrong sign, leave,
@@ -187,7 +202,7 @@ static void solve_point(const problem *P, work *w, int64_t q)
          * float32 operations per entry, |G_uj| <= gmax); twice that as the band */
         const double band = (double)(k + 3) * 0x1p-23 * P->gmax * (1.0 + csum);
         int64_t nent = 0;
-        for (int64_t t = 0; t < nb && w->topv[t] > thr; t++) {
+        for (int64_t t = 0; !blocked && t < nb && w->topv[t] > thr; t++) {
             int64_t j = w->topj[t];
             double sj = sgn((double)w->g[j]);  /* |g32| > thr + band: g64 has the same sign */
             if (w->topv[t] <= thr + band) {
@@ -202,9 +217,6 @@ static void solve_point(const problem *P, work *w, int64_t q)
             w->entj[nent] = j;
             w->sent[nent++] = sj;
         }
-        int64_t nwrong = 0;
-        for (int64_t u = 0; u < k; u++)
-            nwrong += sgn(w->cn[u]) != w->s[u];
         fin = nwrong == 0 && nent == 0;
         /* safeguard against cycling, as in the torch version */
         int64_t ninf = nwrong + nviol;
@@ -216,23 +228,17 @@ static void solve_point(const problem *P, work *w, int64_t q)
         }
         if (fin || it == P->max_iter)
             break;
-        /* the next point on the kept atoms: the face solution, or (a monotone point whose face solution flips
-         * signs) the first zero crossing on the segment from cur, where the atoms that reach zero leave and
-         * nothing enters */
-        int blocked = mono && nwrong > 0;
+        /* the next point on the kept atoms: the face solution, or (blocked) the first zero crossing on the segment
+         * from cur, where the atoms that reach zero leave */
         double tmin = 2.0;
         if (blocked) {
             for (int64_t u = 0; u < k; u++) {
                 if (sgn(w->cn[u]) == w->s[u])
                     continue;
-                double cl = w->cur[u], den = cl - w->cn[u];
-                double tk = cl == 0.0 ? 0.0 : cl / (den == 0.0 ? 1.0 : den);
-                if (tk < 0.0)
-                    tk = 0.0;
+                double tk = crossing_step(w->cur[u], w->cn[u]);
                 if (tk < tmin)
                     tmin = tk;
             }
-            nent = 0;
         }
         if (patience <= 0)
             mono = 1;
@@ -244,15 +250,7 @@ static void solve_point(const problem *P, work *w, int64_t q)
             double xn;
             if (blocked) {
                 double cl = w->cur[u];
-                if (wrong) {
-                    double den = cl - w->cn[u];
-                    double tk = cl == 0.0 ? 0.0 : cl / (den == 0.0 ? 1.0 : den);
-                    if (tk < 0.0)
-                        tk = 0.0;
-                    keep = !(tk <= tmin + 1e-14);
-                } else {
-                    keep = 1;
-                }
+                keep = !wrong || !(crossing_step(cl, w->cn[u]) <= tmin + 1e-14);
                 xn = cl + tmin * (w->cn[u] - cl);
             } else {
                 keep = !wrong;
@@ -346,7 +344,8 @@ static PyObject *pivot(PyObject *self, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "_pivot.pivot: invalid sizes");
         goto out;
     }
-    if (check(&bG32, N * N, 4, "G32") || check(&bG64, N * N, 8, "G64") || check(&bX64, N * D, 8, "X64") || check(&bpts, B, 8, "pts") ||
+    if (check(&bG32, N * N, 4, "G32") || check(&bG64, N * N, 8, "G64") || check(&bX64, N * D, 8, "X64") ||
+        check(&bpts, B, 8, "pts") ||
         check(&bat, B, 8, "at") || check(&bl2, B, 8, "l2") || check(&bthr, B, 8, "thr") ||
         check(&bids, B * cap, 8, "ids") || check(&bc, B * cap, 8, "c") || check(&bk, B, 8, "k") ||
         check(&bcand, B * m, 8, "cand") || check(&bdone, B, 1, "done") ||

@@ -387,7 +387,8 @@ def _pivot_whole_dictionary(gram, gram64, X64, p, at, l2, tol, max_add=None, max
     go: active atoms whose coefficient took the wrong sign leave, and the (up to ``max_add``) largest violators
     ``|g_j| > alpha tau (1 + tol/4)`` enter with sign(g_j) (each one's ``g_j`` checked in float64 first, so that
     float32 rounding near the threshold cannot make a non-violator enter and leave again). A point whose face
-    solution keeps its signs and has no violator is finished. Such exchanges take few steps (median point: 8 to 10 on MNIST features) but may cycle:
+    solution keeps its signs and has no violator is finished. Such exchanges take few steps (median point: 8 to 10
+    on MNIST features) but may cycle:
     a point whose count of infeasible atoms has not improved for ``_PIVOT_PATIENCE`` steps continues by the
     monotone method of :func:`_active_set` (line search to the first sign change), which is finite; after
     ``max_iter`` steps the rest are returned unfinished. Only the face Gram of the atoms that enter is gathered
@@ -699,6 +700,7 @@ class _ActiveSetSolver:
         # at least four blocks, so that parallel workers stay busy; the partition does not depend on the workers
         bs = _pivot_block_size(N, self.block)
         jobs = [torch.arange(s0, min(N, s0 + bs)) for s0 in range(0, N, bs)]
+        self._pivot, self.stats["pivot_kernel"] = _pivot_function(self.device)
         results = _map_blocks(self._pivot_block, jobs, min(self.n_workers, _PIVOT_MAX_WORKERS))
         W = max(res[0].shape[1] for res in results)
         self._start_state(torch.full((N, W), -1, dtype=torch.int64), self.alpha)
@@ -708,10 +710,9 @@ class _ActiveSetSolver:
             self.ksize[p] = k
             self.resid[p] = resid
             self.exact[p] = done  # a finished point's face was solved on the float64 Gram: exact
-        del self.X64, self.gram64
+        del self.X64, self.gram64, self._pivot
         # with faces solved in float64 every finished point is exact: the two counts are the same
         self.stats["pivot_unfinished"] = self.stats["pivot_inexact"] = int((~self.exact).sum())
-        self.stats["pivot_kernel"] = _pivot_function(self.device)[1]
         self._tick("pivot", t0)
 
     def _pivot_block(self, p):
@@ -720,8 +721,7 @@ class _ActiveSetSolver:
 
     def _pivot_block_here(self, p):
         at, l2 = self.alpha[p] * self.tau, self.alpha[p] * (1.0 - self.tau)
-        pivot, _ = _pivot_function(self.device)
-        ids, valid, c, cand, done, r = pivot(self.gram, self.gram64, self.X64, p, at, l2, self.tol)
+        ids, valid, c, cand, done, r = self._pivot(self.gram, self.gram64, self.X64, p, at, l2, self.tol)
         # support: the active atoms, then the candidates
         pos, vld, ka = _compact(valid)
         na = vld.sum(1)
